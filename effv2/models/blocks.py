@@ -1,0 +1,191 @@
+"""Building blocks of EfficientNetV2, with the official TensorFlow semantics.
+
+Every block also counts its own multiply-adds (``macs``) for a given input size, so the FLOPs
+figure is derived from the cells that actually run rather than from a second description.
+Convolutions use MindSpore's ``pad_mode="same"``, which places the extra padding of an even
+stride-2 window at the bottom/right exactly as TensorFlow does (tested in ``tests/``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from mindspore import nn, ops
+
+
+def _out_size(size: int, stride: int) -> int:
+    return math.ceil(size / stride)
+
+
+class ConvBNAct(nn.Cell):
+    """Convolution without bias, batch norm, optional SiLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        act: bool = True,
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.9,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel, stride=stride, pad_mode="same", group=groups, has_bias=False
+        )
+        self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.act = nn.SiLU() if act else nn.Identity()
+        self.kernel, self.stride, self.groups = kernel, stride, groups
+        self.in_channels, self.out_channels = in_channels, out_channels
+
+    def construct(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+    def macs(self, height: int, width: int) -> tuple[int, int, int]:
+        out_h, out_w = _out_size(height, self.stride), _out_size(width, self.stride)
+        per_pixel = self.kernel * self.kernel * (self.in_channels // self.groups) * self.out_channels
+        return out_h * out_w * per_pixel, out_h, out_w
+
+
+class SqueezeExcite(nn.Cell):
+    """Global pool, 1x1 reduce (with bias) + SiLU, 1x1 expand (with bias), sigmoid gate."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, reduced, 1, has_bias=True)
+        self.expand = nn.Conv2d(reduced, channels, 1, has_bias=True)
+        self.act = nn.SiLU()
+        self.channels, self.reduced = channels, reduced
+
+    def construct(self, x):
+        scale = x.mean(axis=(2, 3), keep_dims=True)
+        scale = self.expand(self.act(self.reduce(scale)))
+        return x * ops.sigmoid(scale)
+
+    def macs(self) -> int:
+        return 2 * self.channels * self.reduced
+
+
+class DropPath(nn.Cell):
+    """Stochastic depth: drops the whole residual branch per sample while training.
+
+    The per-sample mask is dropout applied to a [N, 1, 1, 1] tensor of ones, which yields
+    0 or 1 / keep_prob exactly like the official ``drop_connect``.
+    """
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop path rate {rate} is outside [0, 1)")
+        self.rate = rate
+
+    def construct(self, x):
+        if not self.training or self.rate <= 0.0:
+            return x
+        mask = ops.dropout(ops.ones((x.shape[0], 1, 1, 1), x.dtype), p=self.rate)
+        return x * mask
+
+
+class _ResidualBlock(nn.Cell):
+    """Shared residual logic: a skip only when stride is 1 and channels are unchanged."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, drop_path_rate: float) -> None:
+        super().__init__()
+        self.has_residual = stride == 1 and in_channels == out_channels
+        self.drop_path = DropPath(drop_path_rate if self.has_residual else 0.0)
+
+    def branch(self, x):
+        raise NotImplementedError
+
+    def construct(self, x):
+        out = self.branch(x)
+        if self.has_residual:
+            out = self.drop_path(out) + x
+        return out
+
+    def macs(self, height: int, width: int) -> tuple[int, int, int]:
+        total = 0
+        for name in ("expand", "dw", "se", "project"):
+            layer = getattr(self, name, None)
+            if isinstance(layer, SqueezeExcite):
+                total += layer.macs()
+            elif layer is not None:
+                macs, height, width = layer.macs(height, width)
+                total += macs
+        return total, height, width
+
+
+class MBConv(_ResidualBlock):
+    """1x1 expand, depthwise kxk, squeeze-excite, 1x1 project (no activation)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        expand_ratio: int,
+        se_ratio: float,
+        drop_path_rate: float,
+        bn_eps: float,
+        bn_momentum: float,
+    ) -> None:
+        super().__init__(in_channels, out_channels, stride, drop_path_rate)
+        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        expanded = in_channels * expand_ratio
+        self.has_expand = expand_ratio != 1
+        if self.has_expand:
+            self.expand = ConvBNAct(in_channels, expanded, 1, **bn)
+        self.dw = ConvBNAct(expanded, expanded, kernel, stride, groups=expanded, **bn)
+        self.has_se = se_ratio > 0
+        if self.has_se:
+            self.se = SqueezeExcite(expanded, max(1, int(in_channels * se_ratio)))
+        self.project = ConvBNAct(expanded, out_channels, 1, act=False, **bn)
+
+    def branch(self, x):
+        if self.has_expand:
+            x = self.expand(x)
+        x = self.dw(x)
+        if self.has_se:
+            x = self.se(x)
+        return self.project(x)
+
+
+class FusedMBConv(_ResidualBlock):
+    """kxk expand conv then 1x1 project; with expansion 1 a single kxk conv + BN + SiLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        expand_ratio: int,
+        se_ratio: float,
+        drop_path_rate: float,
+        bn_eps: float,
+        bn_momentum: float,
+    ) -> None:
+        super().__init__(in_channels, out_channels, stride, drop_path_rate)
+        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        self.has_expand = expand_ratio != 1
+        self.has_se = se_ratio > 0
+        if self.has_expand:
+            expanded = in_channels * expand_ratio
+            self.expand = ConvBNAct(in_channels, expanded, kernel, stride, **bn)
+            if self.has_se:
+                self.se = SqueezeExcite(expanded, max(1, int(in_channels * se_ratio)))
+            self.project = ConvBNAct(expanded, out_channels, 1, act=False, **bn)
+        else:
+            if self.has_se:
+                raise ValueError("a Fused-MBConv block with expansion 1 has no place for squeeze-excite")
+            self.project = ConvBNAct(in_channels, out_channels, kernel, stride, **bn)
+
+    def branch(self, x):
+        if self.has_expand:
+            x = self.expand(x)
+            if self.has_se:
+                x = self.se(x)
+        return self.project(x)

@@ -1,0 +1,34 @@
+"""Build a model from the ``model`` config group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from effv2.models.efficientnetv2 import EfficientNetV2, init_weights
+from effv2.models.variants import get_variant
+
+
+def build_model(cfg: Any, seed: int = 0) -> EfficientNetV2:
+    """``cfg`` is the ``model`` config node (see ``effv2.config.schema.ModelConfig``)."""
+    net = EfficientNetV2(
+        get_variant(cfg.name),
+        num_classes=cfg.num_classes,
+        in_channels=cfg.in_channels,
+        drop_rate=cfg.drop_rate,
+        drop_path_rate=cfg.drop_path_rate,
+        bn_eps=cfg.bn_eps,
+        bn_momentum=cfg.bn_momentum,
+    )
+    init_weights(net, seed)
+    return net
+
+
+def count_parameters(net: EfficientNetV2) -> int:
+    return sum(int(p.size) for p in net.trainable_params())
+
+
+def model_summary(net: EfficientNetV2, image_size: int) -> str:
+    return (
+        f"{net.spec.name}: {count_parameters(net):,} trainable parameters, "
+        f"{net.macs(image_size) / 1e9:.3f} G multiply-adds at {image_size}px, {net.num_classes} classes"
+    )
