@@ -1,0 +1,225 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+Composition merges each YAML file into its schema, so a mistyped key (``optimizer.lr_typo=1``)
+or a wrong type (``train.epochs=abc``) fails before MindSpore is imported. Enumerations are
+``Enum`` fields, so a bad choice is rejected with the list of accepted values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class TaskName(Enum):
+    train = "train"
+    eval = "eval"
+    export = "export"
+    infer = "infer"
+
+
+class DeviceTarget(Enum):
+    CPU = "CPU"
+    GPU = "GPU"
+    Ascend = "Ascend"
+
+
+class ExecutionMode(Enum):
+    graph = "graph"
+    pynative = "pynative"
+
+
+class LaunchMethod(Enum):
+    none = "none"
+    msrun = "msrun"
+    rank_table = "rank_table"
+
+
+class TrainCrop(Enum):
+    random_resized_crop = "random_resized_crop"
+    squash = "squash"
+
+
+class EvalCrop(Enum):
+    center = "center"
+    squash = "squash"
+
+
+class Interpolation(Enum):
+    bilinear = "bilinear"
+    bicubic = "bicubic"
+    nearest = "nearest"
+    area = "area"
+
+
+@dataclass
+class TaskConfig:
+    name: TaskName = MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    num_classes: int = MISSING
+    in_channels: int = 3
+    # null keeps the variant's official head dropout (S 0.2, M 0.3, L/XL 0.4, B0-B1 0.2, B2-B3 0.3)
+    drop_rate: Optional[float] = None
+    drop_path_rate: float = 0.2
+    bn_eps: float = 1e-3
+    bn_momentum: float = 0.9
+    train_size: int = MISSING
+    eval_size: int = MISSING
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    # the ImageFolder root holding <train_split>/ and <val_split>/; null for a packaged dataset
+    root: Optional[str] = None
+    train_split: str = "train"
+    val_split: str = "val"
+    num_classes: int = MISSING
+    batch_size: int = 32
+    eval_batch_size: int = "${data.batch_size}"  # type: ignore[assignment]
+    train_size: int = "${model.train_size}"  # type: ignore[assignment]
+    eval_size: int = "${model.eval_size}"  # type: ignore[assignment]
+    interpolation: Interpolation = Interpolation.bilinear
+    # in 0-255 pixel units: 127.5 / 127.5 maps to [-1, 1] like the official code
+    mean: list[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
+    std: list[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
+    train_crop: TrainCrop = TrainCrop.random_resized_crop
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333333])
+    hflip_prob: float = 0.5
+    eval_crop: EvalCrop = EvalCrop.center
+    crop_pct: float = 0.875
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    # learning rate per 256 images: the applied rate is lr * global_batch / 256
+    lr: float = MISSING
+    weight_decay: float = 0.0
+
+
+@dataclass
+class RMSPropConfig(OptimizerConfig):
+    name: str = "rmsprop"
+    decay: float = 0.9
+    momentum: float = 0.9
+    eps: float = 1e-3
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    name: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = True
+
+
+@dataclass
+class AdamWConfig(OptimizerConfig):
+    name: str = "adamw"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = MISSING
+    warmup_epochs: float = 0.0
+    warmup_lr: float = 0.0
+
+
+@dataclass
+class ConstantScheduleConfig(SchedulerConfig):
+    name: str = "constant"
+
+
+@dataclass
+class CosineScheduleConfig(SchedulerConfig):
+    name: str = "cosine"
+    min_lr: float = 0.0
+
+
+@dataclass
+class ExponentialScheduleConfig(SchedulerConfig):
+    name: str = "exponential"
+    decay_rate: float = 0.97
+    decay_epochs: float = 2.4
+
+
+@dataclass
+class MultiStepScheduleConfig(SchedulerConfig):
+    name: str = "multistep"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    device_target: DeviceTarget = DeviceTarget.CPU
+    devices_per_node: int = 1
+    nodes: int = 1
+    mode: ExecutionMode = ExecutionMode.graph
+    jit_level: str = "O0"
+    amp_level: str = "O0"
+    sync_bn: bool = False
+    num_workers: int = 2
+    launch: LaunchMethod = LaunchMethod.none
+    # False for hardware that only runs exported models (Ascend 310)
+    can_train: bool = True
+
+
+@dataclass
+class ProgressiveConfig:
+    name: str = "none"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    eval_interval: int = 1
+    label_smoothing: float = 0.1
+    # global-norm gradient clipping; null disables it
+    clip_grad_norm: Optional[float] = None
+
+
+@dataclass
+class RunConfig:
+    task: TaskConfig = MISSING
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    hardware: HardwareConfig = MISSING
+    progressive: ProgressiveConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    # a checkpoint file for task=eval / export / infer
+    ckpt: Optional[str] = None
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=RunConfig)
+    for name, node in {
+        "base_rmsprop": RMSPropConfig,
+        "base_sgd": SGDConfig,
+        "base_adamw": AdamWConfig,
+    }.items():
+        cs.store(group="optimizer", name=name, node=node)
+    for name, node in {
+        "base_constant": ConstantScheduleConfig,
+        "base_cosine": CosineScheduleConfig,
+        "base_exponential": ExponentialScheduleConfig,
+        "base_multistep": MultiStepScheduleConfig,
+    }.items():
+        cs.store(group="scheduler", name=name, node=node)

@@ -1,0 +1,47 @@
+"""Shared test setup.
+
+MindSpore's oneDNN is 20-30x slower on AVX-512 CPUs unless the ISA is capped before mindspore
+is imported, so the cap is set here, before any test module imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tests materialise the digits into their own cache, never the user's."""
+    cache = tmp_path_factory.mktemp("effv2-cache")
+    os.environ["EFFV2_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def digits_root(_cache_dir: Path) -> Path:
+    from effv2.data.digits import materialise_digits
+
+    return materialise_digits()
+
+
+def run_cli(*overrides: str, timeout: float = 600, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python run.py <overrides>`` as a real subprocess with the same interpreter."""
+    env = {key: value for key, value in os.environ.items() if key not in unset}
+    return subprocess.run(
+        [sys.executable, "run.py", *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**env, "HYDRA_FULL_ERROR": "0"},
+    )

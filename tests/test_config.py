@@ -1,0 +1,104 @@
+"""Hydra composition of every config option, and schema errors before MindSpore starts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from conftest import CONF_DIR, run_cli
+from effv2.config import register_configs
+
+register_configs()
+
+GROUPS = ("task", "model", "data", "optimizer", "scheduler", "hardware", "progressive", "experiment")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+# data groups with a mandatory root get one so interpolations resolve
+_DATA_ROOT = {"imagenet": ["data.root=/data/imagenet"], "imagefolder": ["data.root=/data/x", "data.num_classes=5"]}
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_option_composes_and_resolves(group: str, option: str) -> None:
+    extra = _DATA_ROOT.get(option, []) if group == "data" else []
+    cfg = _compose(f"{group}={option}", *extra)
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    if group != "experiment":
+        name = cfg[group].name
+        assert getattr(name, "name", name) == option
+    assert container["model"]["num_classes"] == container["data"]["num_classes"]
+
+
+def test_every_group_has_options() -> None:
+    for group in GROUPS:
+        assert _options(group), f"conf/{group}/ is empty"
+
+
+def test_defaults_are_the_cpu_demo() -> None:
+    cfg = _compose()
+    assert cfg.task.name.name == "train"
+    assert cfg.model.name == "effnetv2_b0"
+    assert cfg.data.name == "digits" and cfg.data.root is None
+    assert cfg.hardware.device_target.name == "CPU"
+    assert cfg.model.num_classes == 10
+
+
+def test_mistyped_key_fails_composition() -> None:
+    with pytest.raises(ConfigCompositionException, match="lr_typo"):
+        _compose("optimizer.lr_typo=1")
+
+
+def test_wrong_type_fails_composition() -> None:
+    with pytest.raises(ConfigCompositionException, match="epochs"):
+        _compose("train.epochs=abc")
+    with pytest.raises(ConfigCompositionException, match="weight_decay"):
+        _compose("optimizer.weight_decay=lots")
+
+
+def test_bad_enum_value_lists_accepted_values() -> None:
+    with pytest.raises(ConfigCompositionException) as info:
+        _compose("hardware.mode=grap")
+    text = str(info.value) + str(info.value.__cause__)
+    assert "grap" in text and "graph" in text and "pynative" in text
+
+
+def test_optimizer_schema_follows_the_chosen_option() -> None:
+    assert _compose("optimizer=sgd").optimizer.nesterov is True
+    with pytest.raises(ConfigCompositionException, match="nesterov"):
+        _compose("optimizer=adamw", "optimizer.nesterov=true")
+
+
+def test_mistyped_override_on_the_command_line_exits_nonzero_naming_the_key(tmp_path: Path) -> None:
+    result = run_cli("optimizer.lr_typo=1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert "lr_typo" in result.stderr
+    assert "Traceback" not in result.stderr
+    # composition failed before the task started: no run folder, and mindspore never imported
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_group_option_exits_nonzero_listing_choices(tmp_path: Path) -> None:
+    result = run_cli("model=effnetv2_q", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert "effnetv2_q" in result.stderr and "effnetv2_s" in result.stderr
+
+
+def test_schema_import_does_not_import_mindspore() -> None:
+    import subprocess
+
+    code = "import effv2.config, sys; print('mindspore' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
