@@ -1,0 +1,1 @@
+"""Data sets and pipelines: ImageFolder on disk, the embedded digits demo, transforms."""

@@ -1,0 +1,144 @@
+"""Training and evaluation pipelines on mindspore.dataset, shared by every data set.
+
+Order of operations follows the official code, not the seed: geometry (crop / resize / flip)
+on the decoded uint8 image first, normalisation last, then HWC -> CHW.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mindspore as ms
+import mindspore.dataset as ds
+import mindspore.dataset.transforms as T
+import mindspore.dataset.vision as V
+
+from effv2.data.digits import materialise_digits
+from effv2.data.imagefolder import ImageFolderSplit, scan_split
+from effv2.errors import UserError
+
+_INTERPOLATION = {
+    "bilinear": V.Inter.BILINEAR,
+    "bicubic": V.Inter.BICUBIC,
+    "nearest": V.Inter.NEAREST,
+    "area": V.Inter.AREA,
+}
+
+
+@dataclass
+class LoadedSplit:
+    dataset: ds.Dataset
+    split: ImageFolderSplit
+    batch_size: int
+
+    @property
+    def num_batches(self) -> int:
+        return self.dataset.get_dataset_size()
+
+
+def resolve_root(data_cfg: Any) -> Path:
+    if data_cfg.name == "digits":
+        return materialise_digits(Path(data_cfg.root).expanduser() if data_cfg.root else None)
+    if not data_cfg.root:
+        raise UserError(
+            f"data={data_cfg.name} needs data.root=<folder holding {data_cfg.train_split}/ and {data_cfg.val_split}/>"
+        )
+    return Path(data_cfg.root).expanduser()
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise UserError(f"{name}={value} must be a positive integer")
+
+
+def _interpolation(data_cfg: Any) -> V.Inter:
+    return _INTERPOLATION[data_cfg.interpolation.name]
+
+
+def _normalise(data_cfg: Any) -> list:
+    return [V.Normalize(mean=list(data_cfg.mean), std=list(data_cfg.std)), V.HWC2CHW()]
+
+
+def train_transforms(data_cfg: Any, image_size: int) -> list:
+    inter = _interpolation(data_cfg)
+    ops: list = [V.Decode()]
+    if data_cfg.train_crop.name == "random_resized_crop":
+        ops.append(
+            V.RandomResizedCrop(
+                image_size, scale=tuple(data_cfg.crop_scale), ratio=tuple(data_cfg.crop_ratio), interpolation=inter
+            )
+        )
+    else:
+        ops.append(V.Resize((image_size, image_size), interpolation=inter))
+    if data_cfg.hflip_prob > 0:
+        ops.append(V.RandomHorizontalFlip(data_cfg.hflip_prob))
+    return ops + _normalise(data_cfg)
+
+
+def eval_transforms(data_cfg: Any, image_size: int) -> list:
+    """The one evaluation preprocessing, shared by eval, export checks and inference."""
+    inter = _interpolation(data_cfg)
+    ops: list = [V.Decode()]
+    if data_cfg.eval_crop.name == "center":
+        if not 0.0 < data_cfg.crop_pct <= 1.0:
+            raise UserError(f"data.crop_pct={data_cfg.crop_pct} must be in (0, 1]")
+        ops += [V.Resize(math.floor(image_size / data_cfg.crop_pct), interpolation=inter), V.CenterCrop(image_size)]
+    else:
+        ops.append(V.Resize((image_size, image_size), interpolation=inter))
+    return ops + _normalise(data_cfg)
+
+
+def _image_folder(split: ImageFolderSplit, shuffle: bool, workers: int, shard: tuple[int, int] | None) -> ds.Dataset:
+    num_shards, shard_id = shard if shard else (None, None)
+    return ds.ImageFolderDataset(
+        str(split.path),
+        shuffle=shuffle,
+        num_parallel_workers=workers,
+        class_indexing={name: i for i, name in enumerate(split.class_names)},
+        num_shards=num_shards,
+        shard_id=shard_id,
+    )
+
+
+def _check_classes(data_cfg: Any, split: ImageFolderSplit) -> None:
+    found = len(split.class_names)
+    if found != data_cfg.num_classes:
+        raise UserError(f"data.num_classes={data_cfg.num_classes} but {str(split.path)!r} has {found} class folders")
+
+
+def build_train_split(
+    data_cfg: Any, workers: int, image_size: int | None = None, shard: tuple[int, int] | None = None
+) -> LoadedSplit:
+    image_size = data_cfg.train_size if image_size is None else image_size
+    _check_positive("data.train_size", image_size)
+    _check_positive("data.batch_size", data_cfg.batch_size)
+    split = scan_split(resolve_root(data_cfg), data_cfg.train_split)
+    _check_classes(data_cfg, split)
+    per_shard = split.num_images // (shard[0] if shard else 1)
+    if data_cfg.batch_size > per_shard:
+        raise UserError(
+            f"data.batch_size={data_cfg.batch_size} exceeds the {per_shard} training images per device "
+            "and the last partial batch is dropped; use a batch size <= the image count"
+        )
+    dataset = _image_folder(split, shuffle=True, workers=workers, shard=shard)
+    dataset = dataset.map(train_transforms(data_cfg, image_size), input_columns="image", num_parallel_workers=workers)
+    dataset = dataset.map(T.TypeCast(ms.int32), input_columns="label")
+    dataset = dataset.batch(data_cfg.batch_size, drop_remainder=True)
+    return LoadedSplit(dataset, split, data_cfg.batch_size)
+
+
+def build_eval_split(data_cfg: Any, workers: int, image_size: int | None = None) -> LoadedSplit:
+    """Every validation image, in a fixed order; the last batch may be partial."""
+    image_size = data_cfg.eval_size if image_size is None else image_size
+    _check_positive("data.eval_size", image_size)
+    _check_positive("data.eval_batch_size", data_cfg.eval_batch_size)
+    split = scan_split(resolve_root(data_cfg), data_cfg.val_split)
+    _check_classes(data_cfg, split)
+    dataset = _image_folder(split, shuffle=False, workers=workers, shard=None)
+    dataset = dataset.map(eval_transforms(data_cfg, image_size), input_columns="image", num_parallel_workers=workers)
+    dataset = dataset.map(T.TypeCast(ms.int32), input_columns="label")
+    dataset = dataset.batch(data_cfg.eval_batch_size, drop_remainder=False)
+    return LoadedSplit(dataset, split, data_cfg.eval_batch_size)

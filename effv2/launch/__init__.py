@@ -1,0 +1,1 @@
+"""Device context and process launch."""

@@ -1,0 +1,76 @@
+"""Device and execution-context setup for one process, driven by the ``hardware`` group."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any
+
+from effv2.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# MindSpore 2.10's bundled oneDNN picks a reference convolution on AVX-512 CPUs: 20-30x slower.
+CPU_ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
+CPU_ISA_CAP = "AVX2"
+
+_DEVICE_WORDS = {
+    "GPU": "an NVIDIA GPU and MindSpore's GPU build",
+    "Ascend": "Ascend devices and MindSpore's Ascend build",
+}
+
+
+def prepare_environment(hw: Any) -> None:
+    """Environment that must be in place before mindspore is imported."""
+    if hw.device_target.name == "CPU" and CPU_ISA_VARIABLE not in os.environ:
+        os.environ[CPU_ISA_VARIABLE] = CPU_ISA_CAP
+        log.info(
+            "hardware=%s: set %s=%s (MindSpore's oneDNN runs convolutions 20-30x slower on AVX-512 "
+            "CPUs without it); set the variable yourself to override",
+            hw.name,
+            CPU_ISA_VARIABLE,
+            CPU_ISA_CAP,
+        )
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """MindSpore prints library-loading failures straight to fd 2 while probing backends."""
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def backend_available(target: str) -> bool:
+    import mindspore as ms
+
+    with _quiet_stderr():
+        return bool(ms.hal.is_available(target))
+
+
+def init_device(hw: Any, task: str) -> None:
+    """Fail fast when the hardware cannot serve the task, else configure MindSpore's context."""
+    if task == "train" and not hw.can_train:
+        raise UserError(
+            f"hardware={hw.name} runs exported models only; "
+            "task=train needs a training target (cpu, gpu_*, ascend910_*)"
+        )
+    target = hw.device_target.name
+    if target != "CPU" and not backend_available(target):
+        raise UserError(f"hardware={hw.name} needs {_DEVICE_WORDS[target]}; found none on this machine")
+    if hw.launch.name != "none" or hw.nodes * hw.devices_per_node > 1:
+        raise UserError(
+            f"hardware={hw.name} runs {hw.nodes * hw.devices_per_node} processes through {hw.launch.name}; "
+            "multi-process launch is not built yet (single-process options: cpu, gpu_1p, ascend910_1p)"
+        )
+    import mindspore as ms
+
+    mode = ms.GRAPH_MODE if hw.mode.name == "graph" else ms.PYNATIVE_MODE
+    ms.set_context(mode=mode, jit_config={"jit_level": hw.jit_level})
+    ms.set_device(target)

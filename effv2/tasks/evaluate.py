@@ -1,0 +1,45 @@
+"""task=eval: top-1 / top-5 of ``ckpt=`` over every validation image."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from effv2.data.pipeline import build_eval_split
+from effv2.errors import UserError
+from effv2.models import build_model
+from effv2.training.checkpoint import load_weights
+from effv2.training.metrics import write_json
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Any, run_dir: Path) -> float:
+    if not cfg.ckpt:
+        raise UserError("task=eval needs ckpt=<path to a .ckpt file>")
+    net = build_model(cfg.model, seed=cfg.seed)
+    load_weights(net, cfg.ckpt)
+    val = evaluate_split(cfg, net)
+    payload = {
+        "ckpt": str(Path(cfg.ckpt).expanduser().resolve()),
+        "val_top1": val["top1"],
+        "val_top5": val["top5"],
+        "images": val["images"],
+    }
+    write_json(run_dir / "metrics.json", payload)
+    log.info(
+        "eval %s: top-1 %.2f  top-5 %.2f over %d images; run folder %s",
+        cfg.ckpt,
+        val["top1"],
+        val["top5"],
+        val["images"],
+        run_dir,
+    )
+    return val["top1"]
+
+
+def evaluate_split(cfg: Any, net: Any) -> dict[str, float]:
+    from effv2.training.evaluate import evaluate
+
+    return evaluate(net, build_eval_split(cfg.data, cfg.hardware.num_workers))

@@ -1,0 +1,1 @@
+"""Training engine: optimizers, schedules, the compiled step, evaluation, checkpoints, metrics."""

@@ -1,0 +1,35 @@
+"""Top-1 / top-5 over every image of an evaluation split.
+
+The last partial batch is padded to the full batch so one compiled graph serves every batch,
+and only the real rows are scored: no image is dropped (the seed scored 49,984 of 50,000).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mindspore import Tensor, nn
+
+from effv2.data.pipeline import LoadedSplit
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return int((top == labels[:, None]).any(axis=1).sum())
+
+
+def evaluate(net: nn.Cell, loaded: LoadedSplit) -> dict[str, float]:
+    net.set_train(False)
+    correct1 = correct5 = seen = 0
+    for images, labels in loaded.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+        rows = images.shape[0]
+        if rows < loaded.batch_size:
+            pad = np.zeros((loaded.batch_size - rows, *images.shape[1:]), images.dtype)
+            images = np.concatenate([images, pad])
+        logits = net(Tensor(images)).asnumpy()[:rows]
+        correct1 += topk_correct(logits, labels, 1)
+        correct5 += topk_correct(logits, labels, 5)
+        seen += rows
+    if seen != loaded.split.num_images:
+        raise RuntimeError(f"evaluated {seen} images but {loaded.split.path} holds {loaded.split.num_images}")
+    return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen, "images": seen}

@@ -1,0 +1,29 @@
+"""Per-epoch metrics file (CSV) and the final metrics JSON of a run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "val_top1", "val_top5", "images_per_s", "seconds")
+
+
+class EpochLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, row: dict[str, Any]) -> None:
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow({key: row.get(key, "") for key in EPOCH_COLUMNS})
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,46 @@
+"""Per-step learning rates, following the official EfficientNetV2 schedule semantics.
+
+The decay curve is a function of the global step from 0 (as in google/automl's
+``WarmupLearningRateSchedule``); during the first ``warmup_epochs`` a linear ramp from
+``warmup_lr`` to the base rate replaces it.
+
+- constant:     lr = base
+- cosine:       lr = min_lr + (base - min_lr) * (1 + cos(pi * step / total_steps)) / 2
+- exponential:  lr = base * decay_rate ** floor(step / (decay_epochs * steps_per_epoch))
+- multistep:    lr = base * gamma ** (number of milestones <= step / steps_per_epoch)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from effv2.errors import UserError
+
+
+def _decayed(cfg: Any, base_lr: float, step: np.ndarray, steps_per_epoch: int, total: int) -> np.ndarray:
+    if cfg.name == "constant":
+        return np.full(step.shape, base_lr)
+    if cfg.name == "cosine":
+        return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1.0 + np.cos(math.pi * step / total))
+    if cfg.name == "exponential":
+        return base_lr * cfg.decay_rate ** np.floor(step / (cfg.decay_epochs * steps_per_epoch))
+    if cfg.name == "multistep":
+        epoch = step / steps_per_epoch
+        passed = (epoch[:, None] >= np.asarray(list(cfg.milestones), dtype=np.float64)[None, :]).sum(axis=1)
+        return base_lr * cfg.gamma**passed
+    raise UserError(f"scheduler.name={cfg.name!r} is unknown; accepted: constant, cosine, exponential, multistep")
+
+
+def learning_rates(cfg: Any, base_lr: float, steps_per_epoch: int, epochs: int) -> np.ndarray:
+    """The learning rate of every optimizer step of the run, as float32."""
+    total = steps_per_epoch * epochs
+    step = np.arange(total, dtype=np.float64)
+    lrs = _decayed(cfg, base_lr, step, steps_per_epoch, total)
+    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if warmup_steps > 0:
+        ramp = cfg.warmup_lr + (base_lr - cfg.warmup_lr) * step / warmup_steps
+        lrs = np.where(step < warmup_steps, ramp, lrs)
+    return lrs.astype(np.float32)

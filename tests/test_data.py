@@ -1,0 +1,91 @@
+"""The embedded digits ImageFolder and the shared pipelines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from conftest import CONF_DIR
+from effv2.config import register_configs
+from effv2.data.digits import materialise_digits
+from effv2.data.imagefolder import scan_split
+from effv2.data.pipeline import build_eval_split, build_train_split
+from effv2.errors import UserError
+
+register_configs()
+
+
+def _data_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides)).data
+
+
+def test_digits_are_all_1797_real_images_split_80_20(digits_root: Path) -> None:
+    train, val = scan_split(digits_root, "train"), scan_split(digits_root, "val")
+    assert train.num_images + val.num_images == 1797
+    assert val.num_images == 359
+    assert train.class_names == val.class_names == tuple(str(d) for d in range(10))
+    image = Image.open(next((digits_root / "train" / "3").iterdir()))
+    assert image.size == (8, 8) and image.mode == "RGB"
+    assert np.asarray(image).max() > 200  # real strokes, not blank files
+
+
+def test_materialisation_is_reused_and_deterministic(digits_root: Path, tmp_path: Path) -> None:
+    assert materialise_digits() == digits_root
+    other = materialise_digits(tmp_path / "digits")
+    assert sorted(p.name for p in (other / "val" / "7").iterdir()) == sorted(
+        p.name for p in (digits_root / "val" / "7").iterdir()
+    )
+
+
+def test_train_batches_have_the_configured_shape(digits_root: Path) -> None:
+    loaded = build_train_split(_data_cfg("data.train_size=40", "data.batch_size=16"), workers=1)
+    images, labels = next(loaded.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert images.shape == (16, 3, 40, 40) and images.dtype == np.float32
+    assert labels.dtype == np.int32 and labels.min() >= 0 and labels.max() <= 9
+    # normalised with mean 127.5 / std 127.5 into [-1, 1]
+    assert images.min() >= -1.0 - 1e-6 and images.max() <= 1.0 + 1e-6
+    assert loaded.num_batches == 1438 // 16
+
+
+def test_eval_split_keeps_the_last_partial_batch(digits_root: Path) -> None:
+    loaded = build_eval_split(_data_cfg("data.eval_batch_size=64"), workers=1)
+    sizes = [images.shape[0] for images, _ in loaded.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)]
+    assert sum(sizes) == 359 and sizes[-1] == 359 % 64
+
+
+def test_eval_center_crop_uses_crop_pct(tmp_path: Path) -> None:
+    # a 100x100 image whose outer ring differs: center crop at crop_pct 0.5 sees only the inside
+    root = tmp_path / "ring"
+    for split in ("train", "val"):
+        (root / split / "a").mkdir(parents=True)
+        pixels = np.zeros((100, 100, 3), np.uint8)
+        pixels[25:75, 25:75] = 255
+        Image.fromarray(pixels).save(root / split / "a" / "x.png")
+    cfg = _data_cfg(
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.num_classes=1",
+        "data.eval_size=20",
+        "data.crop_pct=0.5",
+        "data.eval_batch_size=1",
+    )
+    images, _ = next(build_eval_split(cfg, workers=1).dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert images.shape == (1, 3, 20, 20) and np.allclose(images, 1.0)
+
+
+def test_class_count_mismatch_is_reported(digits_root: Path) -> None:
+    with pytest.raises(UserError, match="data.num_classes=7 but .* has 10 class folders"):
+        build_eval_split(_data_cfg("data.num_classes=7"), workers=1)
+
+
+def test_missing_root_and_split_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="is not a directory"):
+        scan_split(tmp_path / "absent", "train")
+    (tmp_path / "train").mkdir()
+    with pytest.raises(UserError, match="split 'val' is missing"):
+        scan_split(tmp_path, "val")

@@ -1,0 +1,109 @@
+"""``python run.py`` end to end as real subprocesses: train, the run folder, eval, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_cli
+
+TINY = ("train.epochs=2", "data.train_size=32", "data.eval_size=32")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    # without the oneDNN cap in the environment: hardware=cpu must apply it itself
+    result = run_cli(*TINY, f"hydra.run.dir={run_dir}", unset=("ONEDNN_MAX_CPU_ISA",))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result.stdout
+
+
+def test_run_folder_holds_config_log_metrics_and_checkpoints(trained_run: tuple[Path, str]) -> None:
+    run_dir, _ = trained_run
+    composed = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert composed["train"]["epochs"] == 2 and composed["model"]["name"] == "effnetv2_b0"
+    assert (run_dir / ".hydra" / "overrides.yaml").exists()
+    log_text = (run_dir / "run.log").read_text()
+    assert "epoch 2/2" in log_text and "ONEDNN_MAX_CPU_ISA=AVX2" in log_text
+    with (run_dir / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row in rows:
+        assert float(row["train_loss"]) > 0 and float(row["images_per_s"]) > 0 and float(row["seconds"]) > 0
+        assert 0 <= float(row["val_top1"]) <= float(row["val_top5"]) <= 100
+    # cosine decay: the second epoch ends on a lower rate than the first
+    assert float(rows[1]["lr"]) < float(rows[0]["lr"])
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert not list((run_dir / "checkpoints").glob(".*tmp*"))
+    final = json.loads((run_dir / "metrics.json").read_text())
+    assert final["val_top1"] == pytest.approx(float(rows[-1]["val_top1"]))
+    assert final["best_val_top1"] == pytest.approx(max(float(r["val_top1"]) for r in rows))
+
+
+def test_training_learns(trained_run: tuple[Path, str]) -> None:
+    run_dir, _ = trained_run
+    final = json.loads((run_dir / "metrics.json").read_text())
+    # two short epochs from scratch already beat chance (10 %) by far
+    assert final["best_val_top1"] > 30.0
+
+
+def test_run_ends_by_printing_folder_and_metrics(trained_run: tuple[Path, str]) -> None:
+    run_dir, stdout = trained_run
+    last = stdout.strip().splitlines()[-1]
+    assert str(run_dir) in last and "val top-1" in last
+
+
+def test_eval_reproduces_the_final_validation_accuracy(trained_run: tuple[Path, str], tmp_path: Path) -> None:
+    run_dir, _ = trained_run
+    final = json.loads((run_dir / "metrics.json").read_text())
+    result = run_cli(
+        "task=eval", "data.eval_size=32", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    assert evaluated["images"] == 359  # every validation image, the partial last batch included
+    assert evaluated["val_top1"] == pytest.approx(final["val_top1"], abs=1e-9)
+    assert evaluated["val_top5"] == pytest.approx(final["val_top5"], abs=1e-9)
+
+
+def _one_line_error(result) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error:" in line]
+    assert len(errors) == 1
+    return errors[0]
+
+
+def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
+    line = _one_line_error(run_cli("task=eval", f"ckpt={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'r'}"))
+    assert "nope.ckpt" in line and "does not exist" in line
+
+
+def test_eval_of_a_non_checkpoint_file_is_one_line(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_text("not a checkpoint")
+    line = _one_line_error(run_cli("task=eval", f"ckpt={bogus}", f"hydra.run.dir={tmp_path / 'r'}"))
+    assert "bogus.ckpt" in line and "not a MindSpore checkpoint" in line
+
+
+def test_eval_of_another_variant_lists_the_mismatch(trained_run: tuple[Path, str], tmp_path: Path) -> None:
+    run_dir, _ = trained_run
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    line = _one_line_error(run_cli("task=eval", "model=effnetv2_b1", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'r'}"))
+    assert "does not fit model effnetv2_b1" in line and "missing" in line
+
+
+def test_absent_gpu_is_one_line(tmp_path: Path) -> None:
+    line = _one_line_error(run_cli("hardware=gpu_1p", f"hydra.run.dir={tmp_path / 'r'}"))
+    assert "hardware=gpu_1p needs an NVIDIA GPU" in line and "found none" in line
+
+
+def test_unbuilt_task_says_so(tmp_path: Path) -> None:
+    line = _one_line_error(run_cli("task=export", f"hydra.run.dir={tmp_path / 'r'}"))
+    assert "task=export is not built yet" in line
