@@ -9,6 +9,7 @@ from mindspore import Tensor, nn
 
 from effv2.models import VARIANTS, EfficientNetV2, init_weights
 from effv2.models.blocks import ConvBNAct, DropPath, FusedMBConv, MBConv
+from effv2.models.noise import counter_uniform_numpy
 from effv2.models.registry import count_parameters
 
 # exact for S (the issue's figure); the others match the published table to its precision
@@ -93,6 +94,7 @@ def test_stochastic_depth_schedule_is_linear_over_blocks() -> None:
     for index, block in enumerate(blocks):
         expected = 0.2 * index / len(blocks) if block.has_residual else 0.0
         assert block.drop_path.rate == pytest.approx(expected)
+        assert block.drop_path.salt == index
 
 
 def test_parameter_names_are_stable() -> None:
@@ -161,14 +163,18 @@ def _fresh(seed: int) -> EfficientNetV2:
     return net
 
 
+def _step(value: int) -> Tensor:
+    return Tensor(np.array([value], np.int64))
+
+
 def test_drop_path_and_dropout_only_in_training() -> None:
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    drop = DropPath(0.5)
+    drop = DropPath(0.5, salt=7)
     x = Tensor(np.ones((4000, 1, 1, 1), np.float32))
     drop.set_train(False)
-    np.testing.assert_array_equal(drop(x).asnumpy(), x.asnumpy())
+    np.testing.assert_array_equal(drop(x, _step(0)).asnumpy(), x.asnumpy())
     drop.set_train(True)
-    out = drop(x).asnumpy().ravel()
+    out = drop(x, _step(0)).asnumpy().ravel()
     assert set(np.unique(out)) == {0.0, 2.0}  # dropped or rescaled by 1 / keep_prob
     assert abs((out == 0).mean() - 0.5) < 0.05
     net = EfficientNetV2(VARIANTS["effnetv2_b0"], num_classes=10, drop_rate=0.5, drop_path_rate=0.5)
@@ -176,7 +182,24 @@ def test_drop_path_and_dropout_only_in_training() -> None:
     net.set_train(False)
     np.testing.assert_array_equal(net(x).asnumpy(), net(x).asnumpy())
     net.set_train(True)
-    assert not np.allclose(net(x).asnumpy(), net(x).asnumpy())
+    first = net(x).asnumpy()
+    net.rng_step.set_data(_step(1))
+    assert not np.allclose(first, net(x).asnumpy())
+
+
+def test_masks_are_a_pure_function_of_the_step() -> None:
+    """What makes resume exact: the same rng_step replays the same masks."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    drop = DropPath(0.3, salt=11)
+    drop.set_train(True)
+    x = Tensor(np.ones((512, 1, 1, 1), np.float32))
+    masks = [drop(x, _step(s)).asnumpy().ravel() for s in (5, 6, 5)]
+    np.testing.assert_array_equal(masks[0], masks[2])
+    assert not np.array_equal(masks[0], masks[1])
+    expected = (counter_uniform_numpy((512, 1, 1, 1), 5, 11).ravel() >= 0.3) / 0.7
+    np.testing.assert_allclose(masks[0], expected, rtol=1e-6)
+    uniform = counter_uniform_numpy((100_000,), 3, 1)
+    assert abs(uniform.mean() - 0.5) < 0.01 and uniform.min() >= 0.0 and uniform.max() < 1.0
 
 
 def test_graph_and_pynative_outputs_are_equal() -> None:

@@ -12,6 +12,8 @@ import math
 
 from mindspore import nn, ops
 
+from effv2.models.noise import counter_uniform
+
 
 def _out_size(size: int, stride: int) -> int:
     return math.ceil(size / stride)
@@ -71,38 +73,56 @@ class SqueezeExcite(nn.Cell):
 class DropPath(nn.Cell):
     """Stochastic depth: drops the whole residual branch per sample while training.
 
-    The per-sample mask is dropout applied to a [N, 1, 1, 1] tensor of ones, which yields
-    0 or 1 / keep_prob exactly like the official ``drop_connect``.
+    Kept samples are scaled by 1 / keep_prob like the official ``drop_connect``; the masks come
+    from :func:`counter_uniform`, so they are reproducible from the training step alone.
     """
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, salt: int) -> None:
         super().__init__()
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"drop path rate {rate} is outside [0, 1)")
         self.rate = rate
+        self.salt = salt
 
-    def construct(self, x):
+    def construct(self, x, step):
         if not self.training or self.rate <= 0.0:
             return x
-        mask = ops.dropout(ops.ones((x.shape[0], 1, 1, 1), x.dtype), p=self.rate)
-        return x * mask
+        keep = counter_uniform((x.shape[0], 1, 1, 1), step, self.salt) >= self.rate
+        return x * keep.astype(x.dtype) / (1.0 - self.rate)
+
+
+class CounterDropout(nn.Cell):
+    """Element-wise dropout with reproducible masks (see :mod:`effv2.models.noise`)."""
+
+    def __init__(self, rate: float, salt: int) -> None:
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate {rate} is outside [0, 1)")
+        self.rate = rate
+        self.salt = salt
+
+    def construct(self, x, step):
+        if not self.training or self.rate <= 0.0:
+            return x
+        keep = counter_uniform(x.shape, step, self.salt) >= self.rate
+        return x * keep.astype(x.dtype) / (1.0 - self.rate)
 
 
 class _ResidualBlock(nn.Cell):
     """Shared residual logic: a skip only when stride is 1 and channels are unchanged."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, drop_path_rate: float) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, drop_path_rate: float, salt: int) -> None:
         super().__init__()
         self.has_residual = stride == 1 and in_channels == out_channels
-        self.drop_path = DropPath(drop_path_rate if self.has_residual else 0.0)
+        self.drop_path = DropPath(drop_path_rate if self.has_residual else 0.0, salt)
 
     def branch(self, x):
         raise NotImplementedError
 
-    def construct(self, x):
+    def construct(self, x, step):
         out = self.branch(x)
         if self.has_residual:
-            out = self.drop_path(out) + x
+            out = self.drop_path(out, step) + x
         return out
 
     def macs(self, height: int, width: int) -> tuple[int, int, int]:
@@ -131,8 +151,9 @@ class MBConv(_ResidualBlock):
         drop_path_rate: float,
         bn_eps: float,
         bn_momentum: float,
+        salt: int = 0,
     ) -> None:
-        super().__init__(in_channels, out_channels, stride, drop_path_rate)
+        super().__init__(in_channels, out_channels, stride, drop_path_rate, salt)
         bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         expanded = in_channels * expand_ratio
         self.has_expand = expand_ratio != 1
@@ -167,8 +188,9 @@ class FusedMBConv(_ResidualBlock):
         drop_path_rate: float,
         bn_eps: float,
         bn_momentum: float,
+        salt: int = 0,
     ) -> None:
-        super().__init__(in_channels, out_channels, stride, drop_path_rate)
+        super().__init__(in_channels, out_channels, stride, drop_path_rate, salt)
         bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         self.has_expand = expand_ratio != 1
         self.has_se = se_ratio > 0

@@ -10,6 +10,8 @@ depend on them::
     blocks.<k>.project.conv.weight / .project.bn.*
     head.conv.weight, head.bn.*
     classifier.weight [classes, features], classifier.bias
+    rng_step                                       (int64 training-step counter for the
+                                                    reproducible dropout / stochastic depth masks)
 
 ``<k>`` counts blocks over all stages, exactly like the official ``blocks_<k>`` scopes.
 """
@@ -19,9 +21,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from mindspore import Tensor, nn
+from mindspore import Parameter, Tensor, nn
 
-from effv2.models.blocks import ConvBNAct, FusedMBConv, MBConv
+from effv2.models.blocks import ConvBNAct, CounterDropout, FusedMBConv, MBConv
 from effv2.models.variants import VariantSpec
 
 
@@ -35,6 +37,7 @@ class EfficientNetV2(nn.Cell):
         drop_path_rate: float = 0.2,
         bn_eps: float = 1e-3,
         bn_momentum: float = 0.9,
+        noise_seed: int = 0,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -61,23 +64,27 @@ class EfficientNetV2(nn.Cell):
                         stage.se_ratio,
                         drop_path_rate * len(blocks) / total_blocks,
                         **bn,
+                        salt=_salt(noise_seed, len(blocks)),
                     )
                 )
-        self.blocks = nn.SequentialCell(blocks)
+        self.blocks = nn.CellList(blocks)
         self.num_features = spec.round_channels(spec.head_channels)
         self.head = ConvBNAct(spec.round_channels(spec.stages[-1].out_channels), self.num_features, 1, **bn)
         self.drop_rate = spec.dropout if drop_rate is None else drop_rate
-        self.dropout = nn.Dropout(p=self.drop_rate)
+        self.dropout = CounterDropout(self.drop_rate, _salt(noise_seed, total_blocks))
         self.num_classes = num_classes
         self.classifier = nn.Dense(self.num_features, num_classes)
+        self.rng_step = Parameter(Tensor(np.zeros((1,), np.int64)), name="rng_step", requires_grad=False)
 
     def forward_features(self, x):
         """Pooled features before the classifier, shape [N, num_features]."""
-        x = self.head(self.blocks(self.stem(x)))
-        return x.mean(axis=(2, 3))
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x, self.rng_step)
+        return self.head(x).mean(axis=(2, 3))
 
     def construct(self, x):
-        return self.classifier(self.dropout(self.forward_features(x)))
+        return self.classifier(self.dropout(self.forward_features(x), self.rng_step))
 
     def reset_classifier(self, num_classes: int, seed: int = 0) -> None:
         """Swap the classifier for ``num_classes`` outputs with the official initialisation."""
@@ -94,6 +101,10 @@ class EfficientNetV2(nn.Cell):
             total += macs
         macs, h, w = self.head.macs(h, w)
         return total + macs + self.num_features * self.num_classes
+
+
+def _salt(noise_seed: int, layer: int) -> int:
+    return (noise_seed * 1_000_003 + layer) & 0xFFFFFFFF
 
 
 def _init_dense(dense: nn.Dense, rng: np.random.Generator) -> None:

@@ -18,6 +18,7 @@ def build_model(cfg: Any, seed: int = 0) -> EfficientNetV2:
         drop_path_rate=cfg.drop_path_rate,
         bn_eps=cfg.bn_eps,
         bn_momentum=cfg.bn_momentum,
+        noise_seed=seed,
     )
     init_weights(net, seed)
     return net
