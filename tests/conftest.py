@@ -45,3 +45,24 @@ def run_cli(*overrides: str, timeout: float = 600, unset: tuple[str, ...] = ()) 
         timeout=timeout,
         env={**env, "HYDRA_FULL_ERROR": "0"},
     )
+
+
+# a tiny but complete training run: 2 epochs at 32 px, EMA, a recovery checkpoint every 7 steps
+TINY_TRAIN = (
+    "train.epochs=2",
+    "data.train_size=32",
+    "data.eval_size=32",
+    "train.ema.enabled=true",
+    "train.ema.decay=0.99",
+    "train.checkpoint.recovery_interval=7",
+)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(run folder, stdout) of one uninterrupted TINY_TRAIN run, shared by the tests that read it."""
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    # without the oneDNN cap in the environment: hardware=cpu must apply it itself
+    result = run_cli(*TINY_TRAIN, f"hydra.run.dir={run_dir}", unset=("ONEDNN_MAX_CPU_ISA",))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result.stdout

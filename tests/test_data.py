@@ -13,7 +13,7 @@ from conftest import CONF_DIR
 from effv2.config import register_configs
 from effv2.data.digits import materialise_digits
 from effv2.data.imagefolder import scan_split
-from effv2.data.pipeline import build_eval_split, build_train_split
+from effv2.data.pipeline import build_eval_split, epoch_order, open_train_split, steps_per_epoch, train_epoch
 from effv2.errors import UserError
 
 register_configs()
@@ -42,14 +42,49 @@ def test_materialisation_is_reused_and_deterministic(digits_root: Path, tmp_path
     )
 
 
+def _first_train_batch(cfg):
+    split = open_train_split(cfg)
+    order = epoch_order(split, cfg.batch_size, seed=0, epoch=1)
+    dataset = train_epoch(cfg, split, order, workers=1)
+    return next(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)), split
+
+
 def test_train_batches_have_the_configured_shape(digits_root: Path) -> None:
-    loaded = build_train_split(_data_cfg("data.train_size=40", "data.batch_size=16"), workers=1)
-    images, labels = next(loaded.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
+    (images, labels), split = _first_train_batch(_data_cfg("data.train_size=40", "data.batch_size=16"))
     assert images.shape == (16, 3, 40, 40) and images.dtype == np.float32
     assert labels.dtype == np.int32 and labels.min() >= 0 and labels.max() <= 9
     # normalised with mean 127.5 / std 127.5 into [-1, 1]
     assert images.min() >= -1.0 - 1e-6 and images.max() <= 1.0 + 1e-6
-    assert loaded.num_batches == 1438 // 16
+    assert steps_per_epoch(split, 16) == 1438 // 16
+
+
+def test_epoch_order_is_keyed_by_seed_and_epoch_and_sharded(digits_root: Path) -> None:
+    split = open_train_split(_data_cfg())
+    first = epoch_order(split, 32, seed=0, epoch=1)
+    np.testing.assert_array_equal(first, epoch_order(split, 32, seed=0, epoch=1))
+    assert not np.array_equal(first, epoch_order(split, 32, seed=0, epoch=2))
+    assert len(first) == (1438 // 32) * 32 and len(set(first.tolist())) == len(first)
+    ranks = [epoch_order(split, 32, seed=0, epoch=1, rank=r, world_size=2) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == (719 // 32) * 32
+    assert not set(ranks[0].tolist()) & set(ranks[1].tolist())
+
+
+def test_the_augmentations_run_in_the_pipeline(digits_root: Path) -> None:
+    cfg = _data_cfg(
+        "data.train_size=48", "data.batch_size=8", "data.train_crop=random_resized_crop", "data.hflip_prob=0.5",
+        "data.augment.randaug_layers=2", "data.augment.randaug_magnitude=9", "data.augment.cutout_ratio=0.5",
+        "data.augment.random_erasing_prob=1.0",
+    )  # fmt: skip
+    (images, _), _ = _first_train_batch(cfg)
+    assert images.shape == (8, 3, 48, 48)
+    (images, _), _ = _first_train_batch(_data_cfg("data.augment.auto_augment=imagenet", "data.batch_size=8"))
+    assert images.shape == (8, 3, 32, 32)
+
+
+def test_randaugment_and_autoaugment_are_exclusive(digits_root: Path) -> None:
+    cfg = _data_cfg("data.augment.randaug_layers=2", "data.augment.auto_augment=imagenet")
+    with pytest.raises(UserError, match="not both"):
+        _first_train_batch(cfg)
 
 
 def test_eval_split_keeps_the_last_partial_batch(digits_root: Path) -> None:

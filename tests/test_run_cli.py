@@ -11,22 +11,12 @@ import yaml
 
 from conftest import run_cli
 
-TINY = ("train.epochs=2", "data.train_size=32", "data.eval_size=32")
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    run_dir = tmp_path_factory.mktemp("train") / "run"
-    # without the oneDNN cap in the environment: hardware=cpu must apply it itself
-    result = run_cli(*TINY, f"hydra.run.dir={run_dir}", unset=("ONEDNN_MAX_CPU_ISA",))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir, result.stdout
-
 
 def test_run_folder_holds_config_log_metrics_and_checkpoints(trained_run: tuple[Path, str]) -> None:
     run_dir, _ = trained_run
     composed = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert composed["train"]["epochs"] == 2 and composed["model"]["name"] == "effnetv2_b0"
+    assert composed["train"]["ema"]["enabled"] is True
     assert (run_dir / ".hydra" / "overrides.yaml").exists()
     log_text = (run_dir / "run.log").read_text()
     assert "epoch 2/2" in log_text and "ONEDNN_MAX_CPU_ISA=AVX2" in log_text
@@ -36,21 +26,29 @@ def test_run_folder_holds_config_log_metrics_and_checkpoints(trained_run: tuple[
     for row in rows:
         assert float(row["train_loss"]) > 0 and float(row["images_per_s"]) > 0 and float(row["seconds"]) > 0
         assert 0 <= float(row["val_top1"]) <= float(row["val_top5"]) <= 100
+        assert 0 <= float(row["ema_val_top1"]) <= float(row["ema_val_top5"]) <= 100
     # cosine decay: the second epoch ends on a lower rate than the first
     assert float(rows[1]["lr"]) < float(rows[0]["lr"])
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints" / "top").glob("epoch*.ckpt"))) == 2
+    assert not (run_dir / "checkpoints" / "recovery.ckpt").exists()  # superseded by last.ckpt
     assert not list((run_dir / "checkpoints").glob(".*tmp*"))
+    assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
     final = json.loads((run_dir / "metrics.json").read_text())
     assert final["val_top1"] == pytest.approx(float(rows[-1]["val_top1"]))
     assert final["best_val_top1"] == pytest.approx(max(float(r["val_top1"]) for r in rows))
+    assert final["ema_val_top1"] == pytest.approx(float(rows[-1]["ema_val_top1"]))
 
 
 def test_training_learns(trained_run: tuple[Path, str]) -> None:
     run_dir, _ = trained_run
     final = json.loads((run_dir / "metrics.json").read_text())
-    # two short epochs from scratch already beat chance (10 %) by far
+    # two short epochs from scratch already beat chance (10 %) by far, and the loss falls
     assert final["best_val_top1"] > 30.0
+    with (run_dir / "metrics.csv").open() as handle:
+        losses = [float(r["train_loss"]) for r in csv.DictReader(handle)]
+    assert losses[1] < losses[0]
 
 
 def test_run_ends_by_printing_folder_and_metrics(trained_run: tuple[Path, str]) -> None:
@@ -68,8 +66,10 @@ def test_eval_reproduces_the_final_validation_accuracy(trained_run: tuple[Path, 
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
     assert evaluated["images"] == 359  # every validation image, the partial last batch included
-    assert evaluated["val_top1"] == pytest.approx(final["val_top1"], abs=1e-9)
-    assert evaluated["val_top5"] == pytest.approx(final["val_top5"], abs=1e-9)
+    # the checkpoint holds EMA weights, which eval prefers: they reproduce the EMA metrics
+    assert evaluated["weights"] == "ema"
+    assert evaluated["val_top1"] == pytest.approx(final["ema_val_top1"], abs=1e-9)
+    assert evaluated["val_top5"] == pytest.approx(final["ema_val_top5"], abs=1e-9)
 
 
 def _one_line_error(result) -> str:

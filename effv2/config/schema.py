@@ -49,6 +49,24 @@ class EvalCrop(Enum):
     squash = "squash"
 
 
+class LossScaleKind(Enum):
+    none = "none"
+    fixed = "fixed"
+    dynamic = "dynamic"
+
+
+class BestMetric(Enum):
+    val_top1 = "val_top1"
+    ema_val_top1 = "ema_val_top1"
+
+
+class AutoAugmentPolicy(Enum):
+    none = "none"
+    imagenet = "imagenet"
+    cifar10 = "cifar10"
+    svhn = "svhn"
+
+
 class Interpolation(Enum):
     bilinear = "bilinear"
     bicubic = "bicubic"
@@ -76,6 +94,26 @@ class ModelConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training augmentation, applied in this order: geometry (crop, flip), RandAugment or
+    AutoAugment, cutout (constant fill, image space), normalise, random erasing, then
+    mixup / cutmix on the batch."""
+
+    # RandAugment: number of ops per image (0 disables) and magnitude on MindSpore's 0-30 scale
+    randaug_layers: int = 0
+    randaug_magnitude: int = 9
+    auto_augment: AutoAugmentPolicy = AutoAugmentPolicy.none
+    # cutout: a black square (zeros in image space) of side ratio * size; seed 0.5; 0 disables
+    cutout_ratio: float = 0.0
+    random_erasing_prob: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    # probability that a batch is mixed at all, and that a mixed batch uses cutmix over mixup
+    mix_prob: float = 1.0
+    switch_prob: float = 0.5
+
+
+@dataclass
 class DataConfig:
     name: str = MISSING
     # the ImageFolder root holding <train_split>/ and <val_split>/; null for a packaged dataset
@@ -97,6 +135,7 @@ class DataConfig:
     hflip_prob: float = 0.5
     eval_crop: EvalCrop = EvalCrop.center
     crop_pct: float = 0.875
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -184,12 +223,42 @@ class ProgressiveConfig:
 
 
 @dataclass
+class LossScaleConfig:
+    kind: LossScaleKind = LossScaleKind.none
+    value: float = 4096.0  # 2^12, the seed's initial scale
+    factor: float = 2.0
+    window: int = 1000
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = False
+    decay: float = 0.9999
+    # TensorFlow's num_updates warm-up: decay_t = min(decay, (1 + t) / (10 + t))
+    warmup: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    # which metric picks best.ckpt and the top-k files
+    best_metric: BestMetric = BestMetric.val_top1
+    keep_top_k: int = 3
+    # a recovery checkpoint every N optimizer steps (0: only at epoch ends)
+    recovery_interval: int = 0
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     eval_interval: int = 1
     label_smoothing: float = 0.1
     # global-norm gradient clipping; null disables it
     clip_grad_norm: Optional[float] = None
+    # micro-batches per optimizer step; the global batch is batch * devices * accumulation
+    accumulation_steps: int = 1
+    loss_scale: LossScaleConfig = field(default_factory=LossScaleConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 @dataclass
@@ -205,6 +274,8 @@ class RunConfig:
     seed: int = 0
     # a checkpoint file for task=eval / export / infer
     ckpt: Optional[str] = None
+    # a run folder or a checkpoint to continue training from, exactly where it stopped
+    resume: Optional[str] = None
 
 
 def register_configs() -> None:

@@ -15,6 +15,7 @@ import mindspore as ms
 import mindspore.dataset as ds
 import mindspore.dataset.transforms as T
 import mindspore.dataset.vision as V
+import numpy as np
 
 from effv2.data.digits import materialise_digits
 from effv2.data.imagefolder import ImageFolderSplit, scan_split
@@ -64,6 +65,7 @@ def _normalise(data_cfg: Any) -> list:
 
 def train_transforms(data_cfg: Any, image_size: int) -> list:
     inter = _interpolation(data_cfg)
+    aug = data_cfg.augment
     ops: list = [V.Decode()]
     if data_cfg.train_crop.name == "random_resized_crop":
         ops.append(
@@ -75,7 +77,20 @@ def train_transforms(data_cfg: Any, image_size: int) -> list:
         ops.append(V.Resize((image_size, image_size), interpolation=inter))
     if data_cfg.hflip_prob > 0:
         ops.append(V.RandomHorizontalFlip(data_cfg.hflip_prob))
-    return ops + _normalise(data_cfg)
+    if aug.randaug_layers > 0 and aug.auto_augment.name != "none":
+        raise UserError("data.augment: choose RandAugment (randaug_layers > 0) or auto_augment, not both")
+    if aug.randaug_layers > 0:
+        if not 0 <= aug.randaug_magnitude <= 30:
+            raise UserError(f"data.augment.randaug_magnitude={aug.randaug_magnitude} must be in [0, 30]")
+        ops.append(V.RandAugment(num_ops=aug.randaug_layers, magnitude=aug.randaug_magnitude, interpolation=inter))
+    if aug.auto_augment.name != "none":
+        ops.append(V.AutoAugment(policy=V.AutoAugmentPolicy(aug.auto_augment.value), interpolation=inter))
+    if aug.cutout_ratio > 0:
+        ops.append(V.CutOut(max(1, int(round(image_size * aug.cutout_ratio)))))
+    ops += _normalise(data_cfg)
+    if aug.random_erasing_prob > 0:
+        ops.append(V.RandomErasing(prob=aug.random_erasing_prob))
+    return ops
 
 
 def eval_transforms(data_cfg: Any, image_size: int) -> list:
@@ -91,43 +106,54 @@ def eval_transforms(data_cfg: Any, image_size: int) -> list:
     return ops + _normalise(data_cfg)
 
 
-def _image_folder(split: ImageFolderSplit, shuffle: bool, workers: int, shard: tuple[int, int] | None) -> ds.Dataset:
-    num_shards, shard_id = shard if shard else (None, None)
-    return ds.ImageFolderDataset(
-        str(split.path),
-        shuffle=shuffle,
-        num_parallel_workers=workers,
-        class_indexing={name: i for i, name in enumerate(split.class_names)},
-        num_shards=num_shards,
-        shard_id=shard_id,
-    )
-
-
 def _check_classes(data_cfg: Any, split: ImageFolderSplit) -> None:
     found = len(split.class_names)
     if found != data_cfg.num_classes:
         raise UserError(f"data.num_classes={data_cfg.num_classes} but {str(split.path)!r} has {found} class folders")
 
 
-def build_train_split(
-    data_cfg: Any, workers: int, image_size: int | None = None, shard: tuple[int, int] | None = None
-) -> LoadedSplit:
-    image_size = data_cfg.train_size if image_size is None else image_size
-    _check_positive("data.train_size", image_size)
+def open_train_split(data_cfg: Any, world_size: int = 1) -> ImageFolderSplit:
+    """Scan and validate the training split once; epochs are then built from it."""
     _check_positive("data.batch_size", data_cfg.batch_size)
     split = scan_split(resolve_root(data_cfg), data_cfg.train_split)
     _check_classes(data_cfg, split)
-    per_shard = split.num_images // (shard[0] if shard else 1)
-    if data_cfg.batch_size > per_shard:
+    per_device = split.num_images // world_size
+    if data_cfg.batch_size > per_device:
         raise UserError(
-            f"data.batch_size={data_cfg.batch_size} exceeds the {per_shard} training images per device "
+            f"data.batch_size={data_cfg.batch_size} exceeds the {per_device} training images per device "
             "and the last partial batch is dropped; use a batch size <= the image count"
         )
-    dataset = _image_folder(split, shuffle=True, workers=workers, shard=shard)
+    return split
+
+
+def steps_per_epoch(split: ImageFolderSplit, batch_size: int, world_size: int = 1) -> int:
+    return (split.num_images // world_size) // batch_size
+
+
+def epoch_order(
+    split: ImageFolderSplit, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+) -> np.ndarray:
+    """This rank's image indices for ``epoch``: a permutation keyed by (seed, epoch), sharded
+    by rank, cut to whole batches. Resume rebuilds exactly the same order."""
+    permutation = np.random.default_rng((seed, epoch)).permutation(split.num_images)
+    return permutation[rank::world_size][: steps_per_epoch(split, batch_size, world_size) * batch_size]
+
+
+def train_epoch(
+    data_cfg: Any, split: ImageFolderSplit, indices: np.ndarray, workers: int, image_size: int | None = None
+) -> ds.Dataset:
+    """Batches of (image, label) over ``indices`` in that order, with the training transforms."""
+    image_size = data_cfg.train_size if image_size is None else image_size
+    _check_positive("data.train_size", image_size)
+    dataset = ds.ImageFolderDataset(
+        str(split.path),
+        sampler=ds.SubsetSampler([int(i) for i in indices]),
+        num_parallel_workers=workers,
+        class_indexing={name: i for i, name in enumerate(split.class_names)},
+    )
     dataset = dataset.map(train_transforms(data_cfg, image_size), input_columns="image", num_parallel_workers=workers)
     dataset = dataset.map(T.TypeCast(ms.int32), input_columns="label")
-    dataset = dataset.batch(data_cfg.batch_size, drop_remainder=True)
-    return LoadedSplit(dataset, split, data_cfg.batch_size)
+    return dataset.batch(data_cfg.batch_size, drop_remainder=True)
 
 
 def build_eval_split(data_cfg: Any, workers: int, image_size: int | None = None) -> LoadedSplit:
@@ -137,7 +163,12 @@ def build_eval_split(data_cfg: Any, workers: int, image_size: int | None = None)
     _check_positive("data.eval_batch_size", data_cfg.eval_batch_size)
     split = scan_split(resolve_root(data_cfg), data_cfg.val_split)
     _check_classes(data_cfg, split)
-    dataset = _image_folder(split, shuffle=False, workers=workers, shard=None)
+    dataset = ds.ImageFolderDataset(
+        str(split.path),
+        shuffle=False,
+        num_parallel_workers=workers,
+        class_indexing={name: i for i, name in enumerate(split.class_names)},
+    )
     dataset = dataset.map(eval_transforms(data_cfg, image_size), input_columns="image", num_parallel_workers=workers)
     dataset = dataset.map(T.TypeCast(ms.int32), input_columns="label")
     dataset = dataset.batch(data_cfg.eval_batch_size, drop_remainder=False)

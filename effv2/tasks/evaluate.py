@@ -19,18 +19,20 @@ def run(cfg: Any, run_dir: Path) -> float:
     if not cfg.ckpt:
         raise UserError("task=eval needs ckpt=<path to a .ckpt file>")
     net = build_model(cfg.model, seed=cfg.seed)
-    load_weights(net, cfg.ckpt)
+    meta = load_weights(net, cfg.ckpt)
     val = evaluate_split(cfg, net)
     payload = {
         "ckpt": str(Path(cfg.ckpt).expanduser().resolve()),
         "val_top1": val["top1"],
         "val_top5": val["top5"],
         "images": val["images"],
+        "weights": meta["weights"],
     }
     write_json(run_dir / "metrics.json", payload)
     log.info(
-        "eval %s: top-1 %.2f  top-5 %.2f over %d images; run folder %s",
+        "eval %s (%s weights): top-1 %.2f  top-5 %.2f over %d images; run folder %s",
         cfg.ckpt,
+        meta["weights"],
         val["top1"],
         val["top5"],
         val["images"],

@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 def run(cfg: Any, run_dir: Path) -> float:
     result = train(cfg, run_dir)
     final = result.final
+    ema = f"  EMA top-1 {final['ema_val_top1']:.2f}" if "ema_val_top1" in final else ""
     log.info(
-        "done: val top-1 %.2f  top-5 %.2f  best top-1 %.2f  run folder %s",
-        final["val_top1"], final["val_top5"], result.best_top1, run_dir,
+        "done: val top-1 %.2f  top-5 %.2f%s  best %s %.2f  run folder %s",
+        final["val_top1"], final["val_top5"], ema, cfg.train.checkpoint.best_metric.name, result.best, run_dir,
     )  # fmt: skip
-    return result.best_top1
+    return result.best

@@ -1,4 +1,13 @@
-"""Checkpoint files: written atomically, loaded strictly with every mismatch listed."""
+"""Checkpoint files: written atomically, loaded strictly with every mismatch listed.
+
+Layout of a file (names inside the MindSpore checkpoint):
+
+- ``<param>``        the model's own parameters (see ``effv2.models.efficientnetv2``)
+- ``ema/<param>``    the EMA shadow of each model parameter, when EMA is on
+- ``state/<name>``   the rest of the training state: optimizer slots and step, loss scale,
+                     accumulated gradients, EMA update count (only in resumable checkpoints)
+- ``effv2_meta``     a JSON string: variant, classes, class names, epoch, step, metrics, ...
+"""
 
 from __future__ import annotations
 
@@ -8,17 +17,44 @@ from pathlib import Path
 from typing import Any
 
 import mindspore as ms
-from mindspore import nn
+from mindspore import Parameter, nn
 
 from effv2.errors import UserError
 
+EMA_KEY = "ema/"
+STATE_KEY = "state/"
+META_KEY = "effv2_meta"
 
-def save_atomic(net: nn.Cell, path: Path, metadata: dict[str, Any]) -> None:
+
+def model_entries(net: nn.Cell, shadow_net: nn.Cell | None = None) -> dict[str, Parameter]:
+    entries = {p.name: p for p in net.get_parameters()}
+    if shadow_net is not None:
+        for raw, shadow in zip(net.get_parameters(), shadow_net.get_parameters(), strict=True):
+            entries[EMA_KEY + raw.name] = shadow
+    return entries
+
+
+def state_entries(step_cell: nn.Cell, net: nn.Cell, shadow_net: nn.Cell | None) -> dict[str, Parameter]:
+    """Every parameter the training step owns, under its checkpoint name."""
+    entries = model_entries(net, shadow_net)
+    known = {id(p) for p in entries.values()}
+    for param in step_cell.get_parameters():
+        if id(param) not in known:
+            entries[STATE_KEY + param.name] = param
+            known.add(id(param))
+    return entries
+
+
+def save_atomic(entries: dict[str, Parameter], path: Path, metadata: dict[str, Any]) -> None:
     """Write to a temporary file beside ``path`` and rename, so a crash never leaves half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.ckpt")
     try:
-        ms.save_checkpoint(net, str(tmp), append_dict={"effv2_meta": json.dumps(metadata)})
+        ms.save_checkpoint(
+            [{"name": name, "data": param} for name, param in entries.items()],
+            str(tmp),
+            append_dict={META_KEY: json.dumps(metadata)},
+        )
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -34,20 +70,17 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, Any]]:
         params = ms.load_checkpoint(str(path))
     except (ValueError, RuntimeError, TypeError) as exc:
         raise UserError(f"ckpt={str(path)!r} is not a MindSpore checkpoint ({str(exc).splitlines()[0]})") from None
-    meta = params.pop("effv2_meta", None)
+    meta = params.pop(META_KEY, None)
     return params, json.loads(str(meta)) if meta is not None else {}
 
 
-def load_weights(net: nn.Cell, path: str | Path) -> dict[str, Any]:
-    """Load every parameter of ``net`` from ``path``; refuse missing, unexpected or mis-shaped ones."""
-    params, meta = read_checkpoint(path)
-    expected = {p.name: p for p in net.get_parameters()}
-    missing = sorted(set(expected) - set(params))
-    unexpected = sorted(set(params) - set(expected))
+def _check_fit(path: Path, what: str, expected: dict[str, Parameter], found: dict) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
     mismatched = [
-        f"{name} {tuple(params[name].shape)} vs model {tuple(expected[name].shape)}"
-        for name in sorted(set(expected) & set(params))
-        if tuple(params[name].shape) != tuple(expected[name].shape)
+        f"{name} {tuple(found[name].shape)} vs {tuple(expected[name].shape)}"
+        for name in sorted(set(expected) & set(found))
+        if tuple(found[name].shape) != tuple(expected[name].shape)
     ]
     problems = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
@@ -55,8 +88,32 @@ def load_weights(net: nn.Cell, path: str | Path) -> dict[str, Any]:
             shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
             problems.append(f"{len(items)} {label}: {shown}")
     if problems:
-        raise UserError(
-            f"ckpt={str(path)!r} does not fit model {net.spec.name}/{net.num_classes} classes: " + "; ".join(problems)
-        )
-    ms.load_param_into_net(net, params, strict_load=True)
+        raise UserError(f"ckpt={str(path)!r} does not fit {what}: " + "; ".join(problems))
+
+
+def _assign(entries: dict[str, Parameter], values: dict) -> None:
+    for name, param in entries.items():
+        param.set_data(ms.Tensor(values[name].asnumpy(), dtype=param.dtype))
+
+
+def load_weights(net: nn.Cell, path: str | Path, prefer_ema: bool = True) -> dict[str, Any]:
+    """Load the model's parameters (the EMA ones when present and preferred) strictly."""
+    params, meta = read_checkpoint(path)
+    has_ema = any(name.startswith(EMA_KEY) for name in params)
+    use_ema = prefer_ema and has_ema
+    model_only = {k: v for k, v in params.items() if not k.startswith((EMA_KEY, STATE_KEY))}
+    expected = model_entries(net)
+    _check_fit(Path(path), f"model {net.spec.name} with {net.num_classes} classes", expected, model_only)
+    if use_ema:
+        model_only = {name: params.get(EMA_KEY + name, value) for name, value in model_only.items()}
+    _assign(expected, model_only)
+    meta["weights"] = "ema" if use_ema else "raw"
+    return meta
+
+
+def restore_state(entries: dict[str, Parameter], path: str | Path) -> dict[str, Any]:
+    """Put a resumable checkpoint back into every parameter of a training step."""
+    params, meta = read_checkpoint(path)
+    _check_fit(Path(path), "this training setup (model, optimizer, EMA and accumulation must match)", entries, params)
+    _assign(entries, params)
     return meta

@@ -7,12 +7,30 @@ import json
 from pathlib import Path
 from typing import Any
 
-EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "val_top1", "val_top5", "images_per_s", "seconds")
+EPOCH_COLUMNS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "val_top1",
+    "val_top5",
+    "ema_val_top1",
+    "ema_val_top5",
+    "images_per_s",
+    "seconds",
+    "overflow_steps",
+    "loss_scale",
+)
 
 
 class EpochLog:
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    def rows(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
 
     def append(self, row: dict[str, Any]) -> None:
         new = not self.path.exists()

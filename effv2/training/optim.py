@@ -8,6 +8,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn
 
 from effv2.errors import UserError
+from effv2.training.rmsprop_tf import TFRMSProp
 
 
 def uses_weight_decay(param: Parameter) -> bool:
@@ -31,7 +32,7 @@ def build_optimizer(cfg: Any, params: list[Parameter], lrs: np.ndarray) -> nn.Op
     groups = parameter_groups(params, cfg.weight_decay)
     lr = Tensor(lrs)
     if cfg.name == "rmsprop":
-        return nn.RMSProp(groups, learning_rate=lr, decay=cfg.decay, momentum=cfg.momentum, epsilon=cfg.eps)
+        return TFRMSProp(groups, learning_rate=lr, decay=cfg.decay, momentum=cfg.momentum, epsilon=cfg.eps)
     if cfg.name == "sgd":
         return nn.Momentum(groups, learning_rate=lr, momentum=cfg.momentum, use_nesterov=cfg.nesterov)
     if cfg.name == "adamw":

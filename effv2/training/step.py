@@ -1,28 +1,131 @@
-"""One compiled training step: forward, loss, gradients, optional clipping, update."""
+"""One compiled training step.
+
+forward (optionally mixed precision) -> loss x scale -> gradients -> unscale -> (accumulate)
+-> overflow check -> loss-scale update -> global-norm clip -> optimizer -> EMA -> rng_step + 1.
+Every piece of state (loss scale, accumulated gradients, EMA, the noise counter) is a
+Parameter, so checkpoints carry it and a resumed run continues bit for bit.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import mindspore as ms
-from mindspore import nn, ops
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+from effv2.training.ema import EMA
+
+_accumulate = ops.MultitypeFuncGraph("accumulate")
+
+
+@_accumulate.register("Number", "Tensor", "Tensor")
+def _accumulate_one(inverse_steps, buffer, grad):
+    return ops.assign_add(buffer, grad * inverse_steps)
+
+
+_unscale = ops.MultitypeFuncGraph("unscale")
+
+
+@_unscale.register("Tensor", "Tensor")
+def _unscale_one(scale, grad):
+    return grad / scale
+
+
+_zero = ops.MultitypeFuncGraph("zero")
+
+
+@_zero.register("Tensor")
+def _zero_one(buffer):
+    return ops.assign(buffer, ops.zeros_like(buffer))
 
 
 class TrainStep(nn.Cell):
-    def __init__(self, net: nn.Cell, loss_fn: nn.Cell, optimizer: nn.Optimizer, clip_grad_norm: float | None) -> None:
+    def __init__(
+        self,
+        net: nn.Cell,
+        forward_net: nn.Cell,
+        loss_fn: nn.Cell,
+        optimizer: nn.Optimizer,
+        *,
+        clip_grad_norm: float | None,
+        loss_scale: Any,
+        accumulation_steps: int = 1,
+        ema: EMA | None = None,
+        grad_reducer: nn.Cell | None = None,
+    ) -> None:
         super().__init__(auto_prefix=False)
-        self.net = net
+        self.net = net  # the model whose parameters are saved; forward_net may wrap it for amp
+        self.forward_net = forward_net
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.weights = optimizer.parameters
         self.clip = clip_grad_norm is not None
         self.clip_value = float(clip_grad_norm or 0.0)
-        self.grad_fn = ms.value_and_grad(self.forward, None, self.weights)
+        self.dynamic_scale = loss_scale.kind.name == "dynamic"
+        initial = 1.0 if loss_scale.kind.name == "none" else float(loss_scale.value)
+        self.scale = Parameter(Tensor(np.array([initial], np.float32)), name="loss_scale.value", requires_grad=False)
+        self.good_steps = Parameter(Tensor(np.array([0], np.int32)), name="loss_scale.good_steps", requires_grad=False)
+        self.scale_factor = float(loss_scale.factor)
+        self.scale_window = int(loss_scale.window)
+        self.accumulation_steps = accumulation_steps
+        if accumulation_steps > 1:
+            self.accumulated = self.weights.clone(prefix="accumulated", init="zeros")
+        self.has_ema = ema is not None
+        self.ema = ema
+        self.has_reducer = grad_reducer is not None
+        self.grad_reducer = grad_reducer
+        self.hyper_map = ops.HyperMap()
+        self.grad_fn = ms.value_and_grad(self._scaled_loss, None, self.weights)
 
-    def forward(self, images, labels):
-        return self.loss_fn(self.net(images), labels)
+    def _scaled_loss(self, images, targets):
+        logits = self.forward_net(images).astype(ms.float32)
+        return self.loss_fn(logits, targets) * self.scale.reshape(())
 
-    def construct(self, images, labels):
-        loss, grads = self.grad_fn(images, labels)
+    def _update_scale(self, finite):
+        if self.dynamic_scale:
+            grown = self.good_steps + 1 >= self.scale_window
+            new_scale = ops.select(
+                finite,
+                ops.select(grown, self.scale * self.scale_factor, self.scale),
+                ops.maximum(self.scale / self.scale_factor, ops.ones_like(self.scale)),
+            )
+            new_good = ops.select(finite & ~grown, self.good_steps + 1, ops.zeros_like(self.good_steps))
+            ops.assign(self.scale, new_scale)
+            ops.assign(self.good_steps, new_good)
+        return finite
+
+    def _apply(self, loss, grads):
+        loss = ops.depend(loss, self.optimizer(grads))
+        if self.has_ema:
+            loss = ops.depend(loss, self.ema())
+        return loss
+
+    def construct(self, images, targets, apply_update: bool = True):
+        scaled_loss, grads = self.grad_fn(images, targets)
+        scale = self.scale.reshape(())
+        loss = scaled_loss / scale
+        grads = self.hyper_map(ops.partial(_unscale, scale), grads)
+        if self.has_reducer:
+            grads = self.grad_reducer(grads)
+        if self.accumulation_steps > 1:
+            added = self.hyper_map(ops.partial(_accumulate, 1.0 / self.accumulation_steps), self.accumulated, grads)
+            loss = ops.depend(loss, added)
+            grads = ops.depend(self.accumulated, added)
+            if not apply_update:
+                ops.assign_add(self.net.rng_step, ops.ones_like(self.net.rng_step))
+                return loss, ops.ones((), ms.bool_)
+        finite = ms.amp.all_finite(grads)
+        self._update_scale(finite.reshape((1,)))
         if self.clip:
             grads = ops.clip_by_global_norm(grads, self.clip_value)
-        self.optimizer(grads)
-        return loss
+        if self.dynamic_scale:
+            # an overflowed step is skipped: no update, no EMA, only the scale shrinks
+            if finite:
+                loss = self._apply(loss, grads)
+        else:
+            loss = self._apply(loss, grads)
+        if self.accumulation_steps > 1:
+            loss = ops.depend(loss, self.hyper_map(_zero, self.accumulated))
+        loss = ops.depend(loss, ops.assign_add(self.net.rng_step, ops.ones_like(self.net.rng_step)))
+        return loss, finite

@@ -1,131 +1,329 @@
-"""The training loop: epochs of compiled steps, periodic evaluation, checkpoints, metrics."""
+"""The training loop: epochs of compiled steps, periodic evaluation, checkpoints, exact resume."""
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mindspore as ms
+import mindspore.dataset as ds
 import numpy as np
-from mindspore import nn
+from mindspore import Tensor
 from tqdm import tqdm
 
-from effv2.data.pipeline import build_eval_split, build_train_split
+from effv2.data.pipeline import build_eval_split, epoch_order, open_train_split, steps_per_epoch, train_epoch
 from effv2.errors import UserError
 from effv2.models import build_model, model_summary
-from effv2.training.checkpoint import save_atomic
+from effv2.training.checkpoint import model_entries, read_checkpoint, restore_state, save_atomic, state_entries
+from effv2.training.curves import plot_curves
+from effv2.training.ema import EMA
 from effv2.training.evaluate import evaluate
+from effv2.training.loss import SoftTargetCrossEntropy, smoothed_one_hot
 from effv2.training.metrics import EpochLog, write_json
+from effv2.training.mixing import BatchMixer
 from effv2.training.optim import build_optimizer, scaled_lr
+from effv2.training.precision import apply_amp
 from effv2.training.schedules import learning_rates
 from effv2.training.step import TrainStep
 
 log = logging.getLogger(__name__)
 
+LAST, BEST, RECOVERY = "last.ckpt", "best.ckpt", "recovery.ckpt"
+
 
 @dataclass
 class TrainResult:
-    best_top1: float
+    best: float
     final: dict[str, float]
 
 
-def seed_everything(seed: int) -> None:
-    import mindspore.dataset as ds
+@dataclass
+class Progress:
+    """Where training stands; stored in every checkpoint's metadata."""
 
+    epoch: int = 1  # the epoch in progress (1-based)
+    micro_done: int = 0  # micro-batches of that epoch already trained
+    evaluated: bool = False  # whether that epoch's evaluation and checkpoints are done
+    best: float = -math.inf
+    top_k: list = field(default_factory=list)  # [[metric, epoch, file name], ...] best first
+    overflow_steps: int = 0
+    loss_sum: float = 0.0  # finite losses of the epoch in progress, for its mean
+    loss_count: int = 0
+
+    def as_meta(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "micro_done": self.micro_done,
+            "evaluated": self.evaluated,
+            "best": self.best,
+            "top_k": self.top_k,
+            "overflow_steps": self.overflow_steps,
+            "loss_sum": self.loss_sum,
+            "loss_count": self.loss_count,
+        }
+
+
+def seed_everything(seed: int) -> None:
     ms.set_seed(seed)
     ds.config.set_seed(seed)
     np.random.seed(seed)
 
 
-def _checkpoint_meta(cfg: Any, class_names: tuple[str, ...], epoch: int, metrics: dict[str, float]) -> dict:
-    return {
-        "variant": cfg.model.name,
-        "num_classes": cfg.model.num_classes,
-        "class_names": list(class_names),
-        "epoch": epoch,
-        "metrics": metrics,
-        "eval_size": cfg.data.eval_size,
-    }
+def find_resume_checkpoint(resume: str) -> Path:
+    """``resume=`` names a checkpoint, or a run folder whose newest resumable checkpoint is used."""
+    path = Path(resume).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise UserError(f"resume={resume!r} is neither a checkpoint file nor a run folder")
+    candidates = [path / "checkpoints" / name for name in (LAST, RECOVERY)]
+    candidates = [c for c in candidates if c.is_file()]
+    if not candidates:
+        raise UserError(f"resume={resume!r} holds no checkpoints/{LAST} or checkpoints/{RECOVERY} to resume from")
+
+    def position(candidate: Path) -> tuple[int, int, bool]:
+        meta = read_checkpoint(candidate)[1]
+        return meta.get("epoch", 0), meta.get("micro_done", 0), meta.get("evaluated", False)
+
+    return max(candidates, key=position)
+
+
+class Trainer:
+    def __init__(self, cfg: Any, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.epoch_log = EpochLog(run_dir / "metrics.csv")
+        train = cfg.train
+        if train.epochs <= 0:
+            raise UserError(f"train.epochs={train.epochs} must be a positive integer")
+        if train.accumulation_steps <= 0:
+            raise UserError(f"train.accumulation_steps={train.accumulation_steps} must be a positive integer")
+        if train.eval_interval <= 0:
+            raise UserError(f"train.eval_interval={train.eval_interval} must be a positive integer")
+        seed_everything(cfg.seed)
+        self.workers = cfg.hardware.num_workers
+        self.world_size = 1
+        self.split = open_train_split(cfg.data, self.world_size)
+        self.val_data = build_eval_split(cfg.data, self.workers)
+        if self.split.class_names != self.val_data.split.class_names:
+            raise UserError(
+                f"train and val class folders differ under {self.split.path.parent}: "
+                f"{len(self.split.class_names)} vs {len(self.val_data.split.class_names)} classes"
+            )
+        micro = steps_per_epoch(self.split, cfg.data.batch_size, self.world_size)
+        self.accumulation = train.accumulation_steps
+        if micro < self.accumulation:
+            raise UserError(
+                f"train.accumulation_steps={self.accumulation} exceeds the {micro} batches of an epoch; lower it"
+            )
+        self.micro_per_epoch = micro - micro % self.accumulation
+        self.steps_per_epoch = self.micro_per_epoch // self.accumulation
+        self.global_batch = cfg.data.batch_size * self.world_size * self.accumulation
+        base_lr = scaled_lr(cfg.optimizer, self.global_batch)
+        self.lrs = learning_rates(cfg.scheduler, base_lr, self.steps_per_epoch, train.epochs)
+
+        self.net = build_model(cfg.model, seed=cfg.seed)
+        log.info("model %s", model_summary(self.net, cfg.data.train_size))
+        amp_level = cfg.hardware.amp_level
+        forward_net = apply_amp(self.net, amp_level, run_dir)
+        self.ema = None
+        if train.ema.enabled:
+            self.ema = EMA(self.net, build_model(cfg.model, seed=cfg.seed), train.ema.decay, train.ema.warmup)
+        optimizer = build_optimizer(cfg.optimizer, self.net.trainable_params(), self.lrs)
+        self.step = TrainStep(
+            self.net,
+            forward_net,
+            SoftTargetCrossEntropy(),
+            optimizer,
+            clip_grad_norm=train.clip_grad_norm,
+            loss_scale=train.loss_scale,
+            accumulation_steps=self.accumulation,
+            ema=self.ema,
+        )
+        self.shadow_net = self.ema.shadow_net if self.ema else None
+        self.mixer = BatchMixer(cfg.data.augment, cfg.seed)
+        self.progress = Progress()
+        log.info(
+            "training %d epochs x %d steps (batch %d x %d devices x %d accumulation = %d), %s lr %.3g "
+            "(%.3g per 256 images), amp %s, loss scale %s, EMA %s; %d train / %d val images",
+            train.epochs, self.steps_per_epoch, cfg.data.batch_size, self.world_size, self.accumulation,
+            self.global_batch, cfg.optimizer.name, base_lr, cfg.optimizer.lr, amp_level, train.loss_scale.kind.name,
+            f"{train.ema.decay}" if self.ema else "off", self.split.num_images, self.val_data.split.num_images,
+        )  # fmt: skip
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def _meta(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        return {
+            "variant": self.cfg.model.name,
+            "num_classes": self.cfg.model.num_classes,
+            "class_names": list(self.split.class_names),
+            "eval_size": self.cfg.data.eval_size,
+            "metrics": metrics or {},
+            **self.progress.as_meta(),
+        }
+
+    def _save_state(self, name: str, metrics: dict[str, float] | None = None) -> None:
+        entries = state_entries(self.step, self.net, self.shadow_net)
+        save_atomic(entries, self.ckpt_dir / name, self._meta(metrics))
+
+    def _save_model(self, path: Path, metrics: dict[str, float]) -> None:
+        save_atomic(model_entries(self.net, self.shadow_net), path, self._meta(metrics))
+
+    def resume(self, resume: str) -> None:
+        path = find_resume_checkpoint(resume)
+        meta = restore_state(state_entries(self.step, self.net, self.shadow_net), path)
+        if meta.get("variant") != self.cfg.model.name or meta.get("num_classes") != self.cfg.model.num_classes:
+            raise UserError(
+                f"resume={str(path)!r} is a {meta.get('variant')}/{meta.get('num_classes')} classes run; "
+                f"this config trains {self.cfg.model.name}/{self.cfg.model.num_classes} classes"
+            )
+        progress = Progress(**{key: meta[key] for key in Progress().as_meta()})
+        if progress.evaluated:
+            progress.epoch, progress.micro_done, progress.evaluated = progress.epoch + 1, 0, False
+            progress.loss_sum, progress.loss_count = 0.0, 0
+        self.progress = progress
+        previous = EpochLog(path.parent.parent / "metrics.csv")
+        for row in previous.rows():
+            if int(row["epoch"]) < progress.epoch:
+                self.epoch_log.append(row)
+        for _, _, name in progress.top_k:
+            source = path.parent / "top" / name
+            if source.is_file():
+                (self.ckpt_dir / "top").mkdir(exist_ok=True)
+                shutil.copy2(source, self.ckpt_dir / "top" / name)
+        if (path.parent / BEST).is_file():
+            shutil.copy2(path.parent / BEST, self.ckpt_dir / BEST)
+        log.info("resumed from %s at epoch %d, %d batches done", path, progress.epoch, progress.micro_done)
+
+    def _keep_top_k(self, metric: float, epoch: int, metrics: dict[str, float]) -> None:
+        keep = self.cfg.train.checkpoint.keep_top_k
+        if keep <= 0:
+            return
+        top_dir = self.ckpt_dir / "top"
+        top_dir.mkdir(exist_ok=True)
+        name = f"epoch{epoch:04d}_{metric:.3f}.ckpt"
+        candidates = sorted([*self.progress.top_k, [metric, epoch, name]], key=lambda item: (-item[0], item[1]))
+        self.progress.top_k = candidates[:keep]
+        if [metric, epoch, name] in self.progress.top_k:
+            self._save_model(top_dir / name, metrics)
+        for _, _, dropped in candidates[keep:]:
+            (top_dir / dropped).unlink(missing_ok=True)
+
+    # ---- the loop ----------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg = self.cfg
+        progress = self.progress
+        ds.config.set_seed(cfg.seed * 100_003 + epoch)  # per-epoch augmentation stream
+        batch = cfg.data.batch_size
+        order = epoch_order(self.split, batch, cfg.seed, epoch)[: self.micro_per_epoch * batch]
+        remaining = order[progress.micro_done * batch :]
+        started = time.perf_counter()
+        if len(remaining):
+            dataset = train_epoch(cfg.data, self.split, remaining, self.workers)
+            bar = tqdm(total=self.micro_per_epoch, initial=progress.micro_done, desc=f"epoch {epoch}", disable=None)
+            interval = cfg.train.checkpoint.recovery_interval
+            for images, labels in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+                micro_index = (epoch - 1) * self.micro_per_epoch + progress.micro_done
+                targets = smoothed_one_hot(labels, cfg.model.num_classes, cfg.train.label_smoothing)
+                images, targets = self.mixer(images, targets, micro_index)
+                apply = (progress.micro_done + 1) % self.accumulation == 0
+                loss, finite = self.step(Tensor(images), Tensor(targets), apply)
+                loss = float(loss.asnumpy())
+                progress.micro_done += 1
+                if not bool(finite.asnumpy()):
+                    progress.overflow_steps += 1
+                    if cfg.train.loss_scale.kind.name != "dynamic":
+                        self._stop_on_divergence(epoch, loss)
+                elif not math.isfinite(loss):
+                    self._stop_on_divergence(epoch, loss)
+                if math.isfinite(loss):
+                    progress.loss_sum += loss
+                    progress.loss_count += 1
+                step_index = micro_index // self.accumulation
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lrs[step_index]:.3g}")
+                if apply and interval > 0 and (step_index + 1) % interval == 0:
+                    self._save_state(RECOVERY)
+            bar.close()
+        seconds = time.perf_counter() - started
+        trained = len(remaining) // cfg.data.batch_size
+        return {
+            "epoch": epoch,
+            "lr": float(self.lrs[epoch * self.steps_per_epoch - 1]),
+            "train_loss": progress.loss_sum / progress.loss_count if progress.loss_count else "",
+            "images_per_s": trained * cfg.data.batch_size * self.world_size / seconds if trained else "",
+            "overflow_steps": progress.overflow_steps,
+            "loss_scale": float(self.step.scale.asnumpy()[0]),
+            "seconds": seconds,
+        }
+
+    def _stop_on_divergence(self, epoch: int, loss: float) -> None:
+        step = (epoch - 1) * self.steps_per_epoch + self.progress.micro_done // self.accumulation
+        last_good = self.ckpt_dir / LAST
+        where = f"the last good checkpoint is {last_good}" if last_good.exists() else "no checkpoint was written yet"
+        raise UserError(
+            f"training loss became {loss} at step {step} (epoch {epoch}); {where}. "
+            "Lower optimizer.lr, set train.clip_grad_norm, or use train.loss_scale.kind=dynamic"
+        )
+
+    def _evaluate(self) -> dict[str, float]:
+        val = evaluate(self.net, self.val_data)
+        metrics = {"val_top1": val["top1"], "val_top5": val["top5"]}
+        if self.shadow_net is not None:
+            ema_val = evaluate(self.shadow_net, self.val_data)
+            metrics.update(ema_val_top1=ema_val["top1"], ema_val_top5=ema_val["top5"])
+        return metrics
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        epochs = cfg.train.epochs
+        best_key = cfg.train.checkpoint.best_metric.name
+        if best_key.startswith("ema_") and self.ema is None:
+            raise UserError(f"train.checkpoint.best_metric={best_key} needs train.ema.enabled=true")
+        metrics: dict[str, float] = {}
+        for epoch in range(self.progress.epoch, epochs + 1):
+            self.progress.epoch = epoch
+            self.step.set_train(True)
+            row = self._train_epoch(epoch)
+            if epoch % cfg.train.eval_interval == 0 or epoch == epochs:
+                metrics = self._evaluate()
+                row.update(metrics)
+                if metrics[best_key] > self.progress.best:
+                    self.progress.best = metrics[best_key]
+                    self._save_model(self.ckpt_dir / BEST, metrics)
+                self._keep_top_k(metrics[best_key], epoch, metrics)
+            self.progress.evaluated = True
+            self._save_state(LAST, metrics)
+            (self.ckpt_dir / RECOVERY).unlink(missing_ok=True)
+            self.epoch_log.append(row)
+            plot_curves(self.epoch_log.rows(), self.run_dir / "curves.png")
+            log.info(
+                "epoch %d/%d  loss %s  lr %.3g  %s%s img/s  %.1f s",
+                epoch, epochs, _fmt(row["train_loss"], ".4f"), row["lr"],
+                "".join(f"{k} {row[k]:.2f}  " for k in ("val_top1", "val_top5", "ema_val_top1") if k in row),
+                _fmt(row["images_per_s"], ".1f"), row["seconds"],
+            )  # fmt: skip
+            self.progress.micro_done, self.progress.evaluated = 0, False
+            self.progress.loss_sum, self.progress.loss_count = 0.0, 0
+        final = {**metrics, "best_" + best_key: self.progress.best, "epochs": epochs}
+        final["overflow_steps"] = self.progress.overflow_steps
+        write_json(self.run_dir / "metrics.json", final)
+        return TrainResult(best=self.progress.best, final=final)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, float) else "-"
 
 
 def train(cfg: Any, run_dir: Path) -> TrainResult:
-    seed_everything(cfg.seed)
-    workers = cfg.hardware.num_workers
-    train_data = build_train_split(cfg.data, workers)
-    val_data = build_eval_split(cfg.data, workers)
-    if train_data.split.class_names != val_data.split.class_names:
-        raise UserError(
-            f"train and val class folders differ under {train_data.split.path.parent}: "
-            f"{len(train_data.split.class_names)} vs {len(val_data.split.class_names)}"
-        )
-    epochs = cfg.train.epochs
-    if epochs <= 0:
-        raise UserError(f"train.epochs={epochs} must be a positive integer")
-
-    net = build_model(cfg.model, seed=cfg.seed)
-    log.info("model %s", model_summary(net, cfg.data.train_size))
-    steps_per_epoch = train_data.num_batches
-    global_batch = cfg.data.batch_size
-    base_lr = scaled_lr(cfg.optimizer, global_batch)
-    lrs = learning_rates(cfg.scheduler, base_lr, steps_per_epoch, epochs)
-    optimizer = build_optimizer(cfg.optimizer, net.trainable_params(), lrs)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    step = TrainStep(net, loss_fn, optimizer, cfg.train.clip_grad_norm)
-    log.info(
-        "training %d epochs x %d steps, global batch %d, %s lr %.3g (%.3g per 256 images), %d train / %d val images",
-        epochs, steps_per_epoch, global_batch, cfg.optimizer.name, base_lr, cfg.optimizer.lr,
-        train_data.split.num_images, val_data.split.num_images,
-    )  # fmt: skip
-
-    epoch_log = EpochLog(run_dir / "metrics.csv")
-    ckpt_dir = run_dir / "checkpoints"
-    ckpt_dir.mkdir(exist_ok=True)
-    best_top1 = -math.inf
-    val: dict[str, float] = {}
-    iterator = train_data.dataset.create_tuple_iterator(num_epochs=epochs)
-    for epoch in range(1, epochs + 1):
-        step.set_train(True)
-        started = time.perf_counter()
-        losses = []
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=None, leave=False)
-        for images, labels in iterator:
-            loss = float(step(images, labels).asnumpy())
-            if not math.isfinite(loss):
-                raise UserError(
-                    f"training loss became {loss} at epoch {epoch}; lower optimizer.lr or enable train.clip_grad_norm"
-                )
-            losses.append(loss)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lrs[(epoch - 1) * steps_per_epoch + len(losses) - 1]:.3g}")
-        bar.close()
-        train_seconds = time.perf_counter() - started
-        row = {
-            "epoch": epoch,
-            "lr": float(lrs[epoch * steps_per_epoch - 1]),
-            "train_loss": float(np.mean(losses)),
-            "images_per_s": steps_per_epoch * global_batch / train_seconds,
-        }
-        if epoch % cfg.train.eval_interval == 0 or epoch == epochs:
-            val = evaluate(net, val_data)
-            row.update(val_top1=val["top1"], val_top5=val["top5"])
-            meta = _checkpoint_meta(cfg, train_data.split.class_names, epoch, val)
-            save_atomic(net, ckpt_dir / "last.ckpt", meta)
-            if val["top1"] > best_top1:
-                best_top1 = val["top1"]
-                save_atomic(net, ckpt_dir / "best.ckpt", meta)
-        row["seconds"] = time.perf_counter() - started
-        epoch_log.append(row)
-        log.info(
-            "epoch %d/%d  loss %.4f  lr %.3g  %s%.1f img/s  %.1f s",
-            epoch, epochs, row["train_loss"], row["lr"],
-            f"val top-1 {row['val_top1']:.2f}  top-5 {row['val_top5']:.2f}  " if "val_top1" in row else "",
-            row["images_per_s"], row["seconds"],
-        )  # fmt: skip
-
-    final = {"val_top1": val["top1"], "val_top5": val["top5"], "best_val_top1": best_top1, "epochs": epochs}
-    write_json(run_dir / "metrics.json", final)
-    return TrainResult(best_top1=best_top1, final=final)
+    trainer = Trainer(cfg, run_dir)
+    if cfg.resume:
+        trainer.resume(cfg.resume)
+    return trainer.fit()
