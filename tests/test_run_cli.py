@@ -102,8 +102,3 @@ def test_eval_of_another_variant_lists_the_mismatch(trained_run: tuple[Path, str
 def test_absent_gpu_is_one_line(tmp_path: Path) -> None:
     line = _one_line_error(run_cli("hardware=gpu_1p", f"hydra.run.dir={tmp_path / 'r'}"))
     assert "hardware=gpu_1p needs an NVIDIA GPU" in line and "found none" in line
-
-
-def test_unbuilt_task_says_so(tmp_path: Path) -> None:
-    line = _one_line_error(run_cli("task=export", f"hydra.run.dir={tmp_path / 'r'}"))
-    assert "task=export is not built yet" in line

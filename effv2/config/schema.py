@@ -67,6 +67,28 @@ class AutoAugmentPolicy(Enum):
     svhn = "svhn"
 
 
+class ExportFormat(Enum):
+    mindir = "mindir"
+    onnx = "onnx"
+    air = "air"
+
+
+class InferBackend(Enum):
+    onnxruntime = "onnxruntime"
+    mindir = "mindir"
+    ascend310 = "ascend310"
+
+
+class OrtProvider(Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class OutputFormat(Enum):
+    json = "json"
+    csv = "csv"
+
+
 class Interpolation(Enum):
     bilinear = "bilinear"
     bicubic = "bicubic"
@@ -262,6 +284,33 @@ class TrainConfig:
 
 
 @dataclass
+class ExportConfig:
+    format: ExportFormat = ExportFormat.onnx
+    # null: the data's eval size
+    image_size: Optional[int] = None
+    batch_size: int = 1
+    # random input batches compared between the exported file and the MindSpore graph
+    parity_batches: int = 2
+
+
+@dataclass
+class InferConfig:
+    backend: InferBackend = InferBackend.onnxruntime
+    # an exported .onnx / .mindir file; null: export ckpt= into the run folder first
+    model: Optional[str] = None
+    # an image, a text file listing images, a folder of images, or a labelled ImageFolder split
+    input: Optional[str] = None
+    top_k: int = 5
+    output_format: OutputFormat = OutputFormat.json
+    provider: OrtProvider = OrtProvider.cpu
+    batch_size: int = 32
+    # a text file with one class name per line, for models whose checkpoint carries none
+    class_names: Optional[str] = None
+    # ascend310: the device the offline .bin runner uses (CPU lets this machine stand in)
+    offline_device: DeviceTarget = DeviceTarget.Ascend
+
+
+@dataclass
 class RunConfig:
     task: TaskConfig = MISSING
     model: ModelConfig = MISSING
@@ -271,6 +320,8 @@ class RunConfig:
     hardware: HardwareConfig = MISSING
     progressive: ProgressiveConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
     seed: int = 0
     # a checkpoint file for task=eval / export / infer
     ckpt: Optional[str] = None

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from effv2.errors import UserError
 from effv2.launch.device import init_device, prepare_environment
 
 log = logging.getLogger(__name__)
@@ -25,18 +24,23 @@ def _eval(cfg: Any, run_dir: Path) -> float:
     return run(cfg, run_dir)
 
 
-def _not_built(issue: str) -> Callable[[Any, Path], float]:
-    def refuse(cfg: Any, run_dir: Path) -> float:
-        raise UserError(f"task={cfg.task.name.name} is not built yet ({issue}); available tasks: train, eval")
+def _export(cfg: Any, run_dir: Path) -> float:
+    from effv2.deploy.export import run
 
-    return refuse
+    return run(cfg, run_dir)
+
+
+def _infer(cfg: Any, run_dir: Path) -> float:
+    from effv2.deploy.infer import run
+
+    return run(cfg, run_dir)
 
 
 TASKS: dict[str, Callable[[Any, Path], float]] = {
     "train": _train,
     "eval": _eval,
-    "export": _not_built("export and inference are a separate work item"),
-    "infer": _not_built("export and inference are a separate work item"),
+    "export": _export,
+    "infer": _infer,
 }
 
 
@@ -44,6 +48,5 @@ def run_task(cfg: Any, run_dir: Path) -> float:
     """Prepare the process for the configured hardware, then run the task."""
     task = cfg.task.name.name
     prepare_environment(cfg.hardware)
-    if TASKS[task] in (_train, _eval):
-        init_device(cfg.hardware, task)
+    init_device(cfg.hardware, task)
     return TASKS[task](cfg, run_dir)

@@ -1,0 +1,42 @@
+"""Shared helpers for the benchmark scripts: interleaved timing, JSON and Markdown output."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+
+
+def interleaved_medians(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, dict]:
+    """Run every candidate once per round, alternating, and report median / min seconds.
+
+    Alternating rounds keep slow drifts of the machine (other load, thermal state) from
+    favouring whichever candidate happens to run first."""
+    for _ in range(warmup):
+        for run in candidates.values():
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            started = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - started)
+    return {
+        name: {"median_s": statistics.median(times), "min_s": min(times), "runs": len(times)}
+        for name, times in samples.items()
+    }
+
+
+def write_results(path: Path, payload: dict, table: list[list[str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    header, *rows = table
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

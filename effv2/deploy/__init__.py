@@ -1,0 +1,1 @@
+"""Export to MINDIR / ONNX / AIR and inference on the exported files."""

@@ -1,0 +1,76 @@
+"""What task=infer reads: one image, a list file, a folder of images or a labelled ImageFolder;
+and the one evaluation preprocessing that eval, infer and the offline path all share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mindspore.dataset.transforms as T
+import numpy as np
+
+from effv2.data.imagefolder import IMAGE_EXTENSIONS
+from effv2.data.pipeline import eval_transforms
+from effv2.errors import UserError
+
+
+@dataclass
+class InferInputs:
+    files: list[Path]
+    labels: list[int] | None  # indices into the model's classes, for a labelled ImageFolder
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def collect_inputs(source: str | None, class_names: list[str]) -> InferInputs:
+    if not source:
+        raise UserError("task=infer needs infer.input=<image | list .txt | folder of images | labelled ImageFolder>")
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+        return InferInputs([path], None)
+    if path.is_file() and path.suffix.lower() == ".txt":
+        files = [Path(line.strip()).expanduser() for line in path.read_text().splitlines() if line.strip()]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise UserError(f"infer.input={source!r} lists {len(missing)} missing images, e.g. {missing[0]!r}")
+        return InferInputs(files, None)
+    if not path.is_dir():
+        raise UserError(
+            f"infer.input={source!r} is not an image ({', '.join(IMAGE_EXTENSIONS)}), a .txt list or a folder"
+        )
+    direct = _images_in(path)
+    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and _images_in(p))
+    if direct or not class_dirs:
+        if not direct:
+            raise UserError(f"infer.input={source!r} holds no images")
+        return InferInputs(direct, None)
+    folder_names = [d.name for d in class_dirs]
+    if class_names and set(folder_names) <= set(class_names):
+        index = {name: i for i, name in enumerate(class_names)}
+    elif not class_names or len(folder_names) == len(class_names):
+        index = {name: i for i, name in enumerate(folder_names)}  # ImageFolder order, as in training
+    else:
+        unknown = sorted(set(folder_names) - set(class_names))[:5]
+        raise UserError(f"infer.input={source!r} has class folders the model does not know: {unknown}")
+    files, labels = [], []
+    for class_dir in class_dirs:
+        for image in _images_in(class_dir):
+            files.append(image)
+            labels.append(index[class_dir.name])
+    return InferInputs(files, labels)
+
+
+class Preprocess:
+    """``eval_transforms`` run eagerly on one file: identical to the eval pipeline's output."""
+
+    def __init__(self, data_cfg: Any, image_size: int) -> None:
+        self.compose = T.Compose(eval_transforms(data_cfg, image_size))
+
+    def __call__(self, path: Path) -> np.ndarray:
+        try:
+            return np.asarray(self.compose(np.fromfile(path, np.uint8)), np.float32)
+        except RuntimeError as exc:
+            raise UserError(f"cannot decode image {str(path)!r}: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,120 @@
+"""Export (ONNX, MINDIR) with parity reports, and inference through every backend, agreeing
+with task=eval on the same checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+SIZE = "data.eval_size=32"
+
+
+@pytest.fixture(scope="module")
+def best_ckpt(trained_run: tuple[Path, str]) -> Path:
+    return trained_run[0] / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def eval_top1(best_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> float:
+    run_dir = tmp_path_factory.mktemp("eval")
+    result = run_cli("task=eval", SIZE, f"ckpt={best_ckpt}", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads((run_dir / "metrics.json").read_text())["val_top1"]
+
+
+@pytest.mark.parametrize("fmt,suffix", [("onnx", ".onnx"), ("mindir", ".mindir")])
+def test_export_writes_the_file_and_a_parity_report(best_ckpt: Path, tmp_path: Path, fmt: str, suffix: str) -> None:
+    result = run_cli("task=export", f"export.format={fmt}", SIZE, f"ckpt={best_ckpt}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    exported = tmp_path / f"effnetv2_b0{suffix}"
+    report = json.loads((tmp_path / "effnetv2_b0.export.json").read_text())
+    assert exported.stat().st_size == report["bytes"] > 1_000_000
+    assert report["format"] == fmt and report["input_shape"] == [1, 3, 32, 32]
+    assert report["weights"] == "ema"  # the checkpoint carries EMA weights
+    assert report["max_abs_diff"] < 1e-5 and report["top1_agreement"] == 1.0
+    assert json.loads((tmp_path / "effnetv2_b0.classes.json").read_text()) == [str(d) for d in range(10)]
+
+
+@pytest.mark.parametrize(
+    "backend,extra", [("onnxruntime", ()), ("mindir", ()), ("ascend310", ("infer.offline_device=CPU",))]
+)
+def test_infer_on_the_val_folder_matches_eval(
+    best_ckpt: Path, eval_top1: float, digits_root: Path, tmp_path: Path, backend: str, extra: tuple
+) -> None:
+    result = run_cli(
+        "task=infer", f"infer.backend={backend}", *extra, SIZE, f"ckpt={best_ckpt}",
+        f"infer.input={digits_root / 'val'}", f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["images"] == 359
+    assert metrics["top1"] == pytest.approx(eval_top1, abs=1e-9)
+    if backend == "ascend310":  # the offline path left its .bin round trip in the run folder
+        assert len(list((tmp_path / "offline" / "input").glob("*.bin"))) == 359
+        assert len(list((tmp_path / "offline" / "output").glob("*_0.bin"))) == 359
+
+
+def test_predict_single_images_names_the_class(best_ckpt: Path, digits_root: Path, tmp_path: Path) -> None:
+    export_dir = tmp_path / "export"
+    assert run_cli("task=export", SIZE, f"ckpt={best_ckpt}", f"hydra.run.dir={export_dir}").returncode == 0
+    images = [sorted((digits_root / "val" / digit).iterdir())[0] for digit in ("0", "4", "7")]
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join(map(str, images)) + "\n")
+    run_dir = tmp_path / "predict"
+    result = run_cli(
+        "task=infer", SIZE, f"infer.model={export_dir / 'effnetv2_b0.onnx'}", f"infer.input={listing}",
+        "infer.output_format=csv", "infer.top_k=3", f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    with (run_dir / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 9
+    firsts = [r for r in rows if r["rank"] == "1"]
+    assert [r["class"] for r in firsts] == ["0", "4", "7"]
+    assert all(0.0 <= float(r["prob"]) <= 1.0 for r in rows)
+    assert all(float(r["prob"]) > 0.5 for r in firsts)
+    single = tmp_path / "single"
+    result = run_cli(
+        "task=infer", SIZE, f"infer.model={export_dir / 'effnetv2_b0.onnx'}", f"infer.input={images[1]}",
+        f"hydra.run.dir={single}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    prediction = json.loads((single / "predictions.json").read_text())[0]
+    assert prediction["top_k"][0]["class"] == "4" and len(prediction["top_k"]) == 5
+
+
+def _one_line_error(result) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error:" in line]
+    assert len(errors) == 1
+    return errors[0]
+
+
+def test_air_without_ascend_is_one_line(best_ckpt: Path, tmp_path: Path) -> None:
+    line = _one_line_error(
+        run_cli("task=export", "export.format=air", f"ckpt={best_ckpt}", f"hydra.run.dir={tmp_path}")
+    )
+    assert "export.format=air needs an Ascend device" in line
+
+
+def test_cuda_provider_without_cuda_is_one_line(best_ckpt: Path, digits_root: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "task=infer", "infer.provider=cuda", SIZE, f"ckpt={best_ckpt}", f"infer.input={digits_root / 'val'}",
+        f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
+    line = _one_line_error(result)
+    assert "infer.provider=cuda needs onnxruntime's CUDAExecutionProvider" in line
+
+
+def test_ascend310_without_a_device_is_one_line(best_ckpt: Path, digits_root: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "task=infer", "infer.backend=ascend310", f"ckpt={best_ckpt}", f"infer.input={digits_root / 'val'}",
+        f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
+    assert "found none on this machine" in _one_line_error(result)
