@@ -237,6 +237,12 @@ class HardwareConfig:
     launch: LaunchMethod = LaunchMethod.none
     # False for hardware that only runs exported models (Ascend 310)
     can_train: bool = True
+    # multi-process launch: this node's rank among `nodes`, the scheduler address, and for
+    # launch=rank_table the HCCL rank table JSON (launchers/rank_table.py writes one)
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 8118
+    rank_table: Optional[str] = None
 
 
 @dataclass
@@ -284,6 +290,14 @@ class TrainConfig:
 
 
 @dataclass
+class LauncherConfig:
+    # print each node's and rank's command and environment instead of starting them
+    dry_run: bool = False
+    # seconds the ranks wait for each other to join (msrun --cluster_time_out)
+    cluster_timeout: int = 120
+
+
+@dataclass
 class ExportConfig:
     format: ExportFormat = ExportFormat.onnx
     # null: the data's eval size
@@ -320,6 +334,7 @@ class RunConfig:
     hardware: HardwareConfig = MISSING
     progressive: ProgressiveConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     seed: int = 0

@@ -156,16 +156,21 @@ def train_epoch(
     return dataset.batch(data_cfg.batch_size, drop_remainder=True)
 
 
-def build_eval_split(data_cfg: Any, workers: int, image_size: int | None = None) -> LoadedSplit:
-    """Every validation image, in a fixed order; the last batch may be partial."""
+def build_eval_split(
+    data_cfg: Any, workers: int, image_size: int | None = None, shard: tuple[int, int] = (0, 1)
+) -> LoadedSplit:
+    """Every validation image, in a fixed order; the last batch may be partial. With
+    ``shard=(rank, world_size)`` this rank gets images rank, rank + world_size, ...: over all
+    ranks each image is evaluated exactly once."""
     image_size = data_cfg.eval_size if image_size is None else image_size
     _check_positive("data.eval_size", image_size)
     _check_positive("data.eval_batch_size", data_cfg.eval_batch_size)
     split = scan_split(resolve_root(data_cfg), data_cfg.val_split)
     _check_classes(data_cfg, split)
+    rank, world_size = shard
     dataset = ds.ImageFolderDataset(
         str(split.path),
-        shuffle=False,
+        sampler=ds.SubsetSampler(list(range(rank, split.num_images, world_size))),
         num_parallel_workers=workers,
         class_indexing={name: i for i, name in enumerate(split.class_names)},
     )

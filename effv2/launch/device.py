@@ -54,8 +54,8 @@ def backend_available(target: str) -> bool:
         return bool(ms.hal.is_available(target))
 
 
-def init_device(hw: Any, task: str) -> None:
-    """Fail fast when the hardware cannot serve the task, else configure MindSpore's context."""
+def check_device(hw: Any, task: str) -> None:
+    """Fail fast, with one line, when this machine cannot serve the task on ``hw``."""
     if task == "train" and not hw.can_train:
         raise UserError(
             f"hardware={hw.name} runs exported models only; "
@@ -64,13 +64,16 @@ def init_device(hw: Any, task: str) -> None:
     target = hw.device_target.name
     if target != "CPU" and not backend_available(target):
         raise UserError(f"hardware={hw.name} needs {_DEVICE_WORDS[target]}; found none on this machine")
-    if hw.launch.name != "none" or hw.nodes * hw.devices_per_node > 1:
-        raise UserError(
-            f"hardware={hw.name} runs {hw.nodes * hw.devices_per_node} processes through {hw.launch.name}; "
-            "multi-process launch is not built yet (single-process options: cpu, gpu_1p, ascend910_1p)"
-        )
+
+
+def configure_context(hw: Any) -> None:
     import mindspore as ms
 
     mode = ms.GRAPH_MODE if hw.mode.name == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode, jit_config={"jit_level": hw.jit_level})
-    ms.set_device(target)
+    target = hw.device_target.name
+    # the rank-table method and the launchers/ scripts name the device through DEVICE_ID
+    if target != "CPU" and "DEVICE_ID" in os.environ:
+        ms.set_device(target, int(os.environ["DEVICE_ID"]))
+    else:
+        ms.set_device(target)

@@ -12,7 +12,7 @@ import math
 
 from mindspore import nn, ops
 
-from effv2.models.noise import counter_uniform
+from effv2.models.noise import counter_uniform, salt_key
 
 
 def _out_size(size: int, stride: int) -> int:
@@ -83,11 +83,12 @@ class DropPath(nn.Cell):
             raise ValueError(f"drop path rate {rate} is outside [0, 1)")
         self.rate = rate
         self.salt = salt
+        self.key = salt_key(salt)
 
     def construct(self, x, step):
         if not self.training or self.rate <= 0.0:
             return x
-        keep = counter_uniform((x.shape[0], 1, 1, 1), step, self.salt) >= self.rate
+        keep = counter_uniform((x.shape[0], 1, 1, 1), step, self.key) >= self.rate
         return x * keep.astype(x.dtype) / (1.0 - self.rate)
 
 
@@ -100,11 +101,12 @@ class CounterDropout(nn.Cell):
             raise ValueError(f"dropout rate {rate} is outside [0, 1)")
         self.rate = rate
         self.salt = salt
+        self.key = salt_key(salt)
 
     def construct(self, x, step):
         if not self.training or self.rate <= 0.0:
             return x
-        keep = counter_uniform(x.shape, step, self.salt) >= self.rate
+        keep = counter_uniform(x.shape, step, self.key) >= self.rate
         return x * keep.astype(x.dtype) / (1.0 - self.rate)
 
 

@@ -32,9 +32,16 @@ def _mix(h):
     return ops.bitwise_xor(h, h // 65536)
 
 
-def counter_uniform(shape: tuple, step, salt: int):
-    """U[0, 1) float32 numbers of ``shape``; ``step`` is an int64 tensor of one element."""
-    key = _mix((step.reshape(()) * 0x85EBCA77 + (salt * 0xC2B2AE3D & 0xFFFFFFFF)) & 0xFFFFFFFF)
+def salt_key(salt: int) -> int:
+    """A layer's salt spread over 32 bits; computed in Python, outside the graph, because the
+    graph compiler folds integer constants in int64 and this product can exceed it."""
+    return (salt * _SALT_MULTIPLIER) & _U32
+
+
+def counter_uniform(shape: tuple, step, key: int):
+    """U[0, 1) float32 numbers of ``shape``; ``step`` is an int64 tensor of one element and
+    ``key`` a layer's :func:`salt_key`."""
+    key = _mix((step.reshape(()) * 0x85EBCA77 + key) & 0xFFFFFFFF)
     index = ops.arange(0, math.prod(shape), dtype=ms.int64).reshape(shape)
     return _mix((index * 0x9E3779B1 + key) & 0xFFFFFFFF).astype(ms.float32) / 4294967296.0
 
@@ -50,6 +57,6 @@ def _mix_numpy(h: np.ndarray) -> np.ndarray:
 def counter_uniform_numpy(shape: tuple, step: int, salt: int) -> np.ndarray:
     """The same numbers computed with numpy, as a reference for tests."""
     with np.errstate(over="ignore"):
-        key = _mix_numpy(np.int64((step * _STEP_MULTIPLIER + (salt * _SALT_MULTIPLIER & _U32)) & _U32))
+        key = _mix_numpy(np.int64((step * _STEP_MULTIPLIER + salt_key(salt)) & _U32))
         index = np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
         return (_mix_numpy((index * np.int64(_GOLDEN) + key) & _U32) / 4294967296.0).astype(np.float32)

@@ -8,8 +8,9 @@ from effv2.models.efficientnetv2 import EfficientNetV2, init_weights
 from effv2.models.variants import get_variant
 
 
-def build_model(cfg: Any, seed: int = 0) -> EfficientNetV2:
-    """``cfg`` is the ``model`` config node (see ``effv2.config.schema.ModelConfig``)."""
+def build_model(cfg: Any, seed: int = 0, noise_seed: int | None = None) -> EfficientNetV2:
+    """``cfg`` is the ``model`` config node (see ``effv2.config.schema.ModelConfig``); ``seed``
+    draws the initial weights, ``noise_seed`` (default: ``seed``) the dropout masks."""
     net = EfficientNetV2(
         get_variant(cfg.name),
         num_classes=cfg.num_classes,
@@ -18,7 +19,7 @@ def build_model(cfg: Any, seed: int = 0) -> EfficientNetV2:
         drop_path_rate=cfg.drop_path_rate,
         bn_eps=cfg.bn_eps,
         bn_momentum=cfg.bn_momentum,
-        noise_seed=seed,
+        noise_seed=seed if noise_seed is None else noise_seed,
     )
     init_weights(net, seed)
     return net

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from effv2.launch.device import init_device, prepare_environment
+from effv2.launch.device import check_device, configure_context, prepare_environment
+from effv2.launch.launcher import launch, needs_launch, print_plan
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ TASKS: dict[str, Callable[[Any, Path], float]] = {
 def run_task(cfg: Any, run_dir: Path) -> float:
     """Prepare the process for the configured hardware, then run the task."""
     task = cfg.task.name.name
+    if cfg.launcher.dry_run:
+        return print_plan(cfg, run_dir)
+    if needs_launch(cfg.hardware):
+        check_device(cfg.hardware, task)
+        return launch(cfg, run_dir)
     prepare_environment(cfg.hardware)
-    init_device(cfg.hardware, task)
+    check_device(cfg.hardware, task)
+    configure_context(cfg.hardware)
     return TASKS[task](cfg, run_dir)

@@ -10,6 +10,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from effv2.data.pipeline import LoadedSplit
+from effv2.launch.ranks import allreduce_sum
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
@@ -30,6 +31,7 @@ def evaluate(net: nn.Cell, loaded: LoadedSplit) -> dict[str, float]:
         correct1 += topk_correct(logits, labels, 1)
         correct5 += topk_correct(logits, labels, 5)
         seen += rows
+    correct1, correct5, seen = (int(v) for v in allreduce_sum(np.array([correct1, correct5, seen], np.float64)))
     if seen != loaded.split.num_images:
         raise RuntimeError(f"evaluated {seen} images but {loaded.split.path} holds {loaded.split.num_images}")
     return {"top1": 100.0 * correct1 / seen, "top5": 100.0 * correct5 / seen, "images": seen}

@@ -13,11 +13,12 @@ from typing import Any
 import mindspore as ms
 import mindspore.dataset as ds
 import numpy as np
-from mindspore import Tensor
+from mindspore import Tensor, nn
 from tqdm import tqdm
 
 from effv2.data.pipeline import build_eval_split, epoch_order, open_train_split, steps_per_epoch, train_epoch
 from effv2.errors import UserError
+from effv2.launch import ranks
 from effv2.models import build_model, model_summary
 from effv2.training.checkpoint import model_entries, read_checkpoint, restore_state, save_atomic, state_entries
 from effv2.training.curves import plot_curves
@@ -109,9 +110,11 @@ class Trainer:
             raise UserError(f"train.eval_interval={train.eval_interval} must be a positive integer")
         seed_everything(cfg.seed)
         self.workers = cfg.hardware.num_workers
-        self.world_size = 1
+        self.ranks = ranks.current()
+        self.world_size = self.ranks.world_size
+        self.main = self.ranks.is_main
         self.split = open_train_split(cfg.data, self.world_size)
-        self.val_data = build_eval_split(cfg.data, self.workers)
+        self.val_data = build_eval_split(cfg.data, self.workers, shard=(self.ranks.rank, self.world_size))
         if self.split.class_names != self.val_data.split.class_names:
             raise UserError(
                 f"train and val class folders differ under {self.split.path.parent}: "
@@ -129,13 +132,16 @@ class Trainer:
         base_lr = scaled_lr(cfg.optimizer, self.global_batch)
         self.lrs = learning_rates(cfg.scheduler, base_lr, self.steps_per_epoch, train.epochs)
 
-        self.net = build_model(cfg.model, seed=cfg.seed)
+        # the same initial weights on every rank, other dropout / stochastic-depth masks
+        noise_seed = cfg.seed + 1_000_003 * self.ranks.rank
+        self.net = build_model(cfg.model, seed=cfg.seed, noise_seed=noise_seed)
         log.info("model %s", model_summary(self.net, cfg.data.train_size))
         amp_level = cfg.hardware.amp_level
         forward_net = apply_amp(self.net, amp_level, run_dir)
         self.ema = None
         if train.ema.enabled:
-            self.ema = EMA(self.net, build_model(cfg.model, seed=cfg.seed), train.ema.decay, train.ema.warmup)
+            shadow = build_model(cfg.model, seed=cfg.seed, noise_seed=noise_seed)
+            self.ema = EMA(self.net, shadow, train.ema.decay, train.ema.warmup)
         optimizer = build_optimizer(cfg.optimizer, self.net.trainable_params(), self.lrs)
         self.step = TrainStep(
             self.net,
@@ -146,9 +152,12 @@ class Trainer:
             loss_scale=train.loss_scale,
             accumulation_steps=self.accumulation,
             ema=self.ema,
+            grad_reducer=nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=self.world_size)
+            if self.ranks.distributed
+            else None,
         )
         self.shadow_net = self.ema.shadow_net if self.ema else None
-        self.mixer = BatchMixer(cfg.data.augment, cfg.seed)
+        self.mixer = BatchMixer(cfg.data.augment, cfg.seed + 7919 * self.ranks.rank)
         self.progress = Progress()
         log.info(
             "training %d epochs x %d steps (batch %d x %d devices x %d accumulation = %d), %s lr %.3g "
@@ -170,10 +179,14 @@ class Trainer:
         }
 
     def _save_state(self, name: str, metrics: dict[str, float] | None = None) -> None:
+        if not self.main:
+            return
         entries = state_entries(self.step, self.net, self.shadow_net)
         save_atomic(entries, self.ckpt_dir / name, self._meta(metrics))
 
     def _save_model(self, path: Path, metrics: dict[str, float]) -> None:
+        if not self.main:
+            return
         save_atomic(model_entries(self.net, self.shadow_net), path, self._meta(metrics))
 
     def resume(self, resume: str) -> None:
@@ -189,6 +202,9 @@ class Trainer:
             progress.epoch, progress.micro_done, progress.evaluated = progress.epoch + 1, 0, False
             progress.loss_sum, progress.loss_count = 0.0, 0
         self.progress = progress
+        log.info("resumed from %s at epoch %d, %d batches done", path, progress.epoch, progress.micro_done)
+        if not self.main:
+            return
         previous = EpochLog(path.parent.parent / "metrics.csv")
         for row in previous.rows():
             if int(row["epoch"]) < progress.epoch:
@@ -200,21 +216,22 @@ class Trainer:
                 shutil.copy2(source, self.ckpt_dir / "top" / name)
         if (path.parent / BEST).is_file():
             shutil.copy2(path.parent / BEST, self.ckpt_dir / BEST)
-        log.info("resumed from %s at epoch %d, %d batches done", path, progress.epoch, progress.micro_done)
 
     def _keep_top_k(self, metric: float, epoch: int, metrics: dict[str, float]) -> None:
         keep = self.cfg.train.checkpoint.keep_top_k
         if keep <= 0:
             return
         top_dir = self.ckpt_dir / "top"
-        top_dir.mkdir(exist_ok=True)
+        if self.main:
+            top_dir.mkdir(exist_ok=True)
         name = f"epoch{epoch:04d}_{metric:.3f}.ckpt"
         candidates = sorted([*self.progress.top_k, [metric, epoch, name]], key=lambda item: (-item[0], item[1]))
         self.progress.top_k = candidates[:keep]
         if [metric, epoch, name] in self.progress.top_k:
             self._save_model(top_dir / name, metrics)
         for _, _, dropped in candidates[keep:]:
-            (top_dir / dropped).unlink(missing_ok=True)
+            if self.main:
+                (top_dir / dropped).unlink(missing_ok=True)
 
     # ---- the loop ----------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> dict[str, float]:
@@ -274,6 +291,9 @@ class Trainer:
         )
 
     def _evaluate(self) -> dict[str, float]:
+        ranks.average_bn_statistics(self.net)
+        if self.shadow_net is not None:
+            ranks.average_bn_statistics(self.shadow_net)
         val = evaluate(self.net, self.val_data)
         metrics = {"val_top1": val["top1"], "val_top5": val["top5"]}
         if self.shadow_net is not None:
@@ -301,9 +321,10 @@ class Trainer:
                 self._keep_top_k(metrics[best_key], epoch, metrics)
             self.progress.evaluated = True
             self._save_state(LAST, metrics)
-            (self.ckpt_dir / RECOVERY).unlink(missing_ok=True)
-            self.epoch_log.append(row)
-            plot_curves(self.epoch_log.rows(), self.run_dir / "curves.png")
+            if self.main:
+                (self.ckpt_dir / RECOVERY).unlink(missing_ok=True)
+                self.epoch_log.append(row)
+                plot_curves(self.epoch_log.rows(), self.run_dir / "curves.png")
             log.info(
                 "epoch %d/%d  loss %s  lr %.3g  %s%s img/s  %.1f s",
                 epoch, epochs, _fmt(row["train_loss"], ".4f"), row["lr"],
@@ -314,7 +335,10 @@ class Trainer:
             self.progress.loss_sum, self.progress.loss_count = 0.0, 0
         final = {**metrics, "best_" + best_key: self.progress.best, "epochs": epochs}
         final["overflow_steps"] = self.progress.overflow_steps
-        write_json(self.run_dir / "metrics.json", final)
+        if self.main:
+            write_json(self.run_dir / "metrics.json", final)
+        if self.ranks.distributed:
+            ranks.write_rank_status(self.run_dir, status="done", weights=ranks.weights_digest(self.net))
         return TrainResult(best=self.progress.best, final=final)
 
 

@@ -1,0 +1,192 @@
+"""Start the ranks of a multi-process job from run.py, with MindSpore's own launchers.
+
+``launch=msrun``: one ``msrun`` per node (it ships with the mindspore wheel and runs the
+scheduler and the local workers). ``launch=rank_table``: the Ascend rank-table method, one
+process per local device with RANK_TABLE_FILE / DEVICE_ID / RANK_ID / RANK_SIZE.
+
+The parent has already composed the config and created the run folder; every rank reads that
+``.hydra/config.yaml`` (``python -m effv2.launch.worker <run folder>``), so Hydra's ``${now:}``
+cannot give the ranks different folders.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from effv2.errors import UserError
+from effv2.launch.device import CPU_ISA_CAP, CPU_ISA_VARIABLE
+from effv2.launch.ranks import WORKER_ENV, rank_status_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessPlan:
+    node: int
+    ranks: list[int]
+    command: list[str]
+    env: dict[str, str]  # the variables set on top of the inherited environment
+    log: str
+
+    def render(self) -> str:
+        variables = " ".join(f'{k}="{v}"' if "$" in v else f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        return f"# node {self.node}, ranks {self.ranks}, log {self.log}\n{variables} {shlex.join(self.command)}"
+
+
+def world_size(hw: Any) -> int:
+    return hw.nodes * hw.devices_per_node
+
+
+def needs_launch(hw: Any) -> bool:
+    return world_size(hw) > 1 and os.environ.get(WORKER_ENV) != "1"
+
+
+def _base_env(hw: Any) -> dict[str, str]:
+    # msrun starts a bare "python" from PATH: put this interpreter's folder first
+    env = {WORKER_ENV: "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}$PATH"}
+    if hw.device_target.name == "CPU":
+        env[CPU_ISA_VARIABLE] = os.environ.get(CPU_ISA_VARIABLE, CPU_ISA_CAP)
+    return env
+
+
+def _worker_command(run_dir: Path) -> list[str]:
+    return ["python", "-m", "effv2.launch.worker", str(run_dir)]
+
+
+def plan(cfg: Any, run_dir: Path) -> list[ProcessPlan]:
+    """Every process each node starts, in node order (the dry run prints all of them)."""
+    hw = cfg.hardware
+    per_node, total = hw.devices_per_node, world_size(hw)
+    logs = run_dir / "ranks"
+    plans = []
+    for node in range(hw.nodes):
+        node_ranks = list(range(node * per_node, (node + 1) * per_node))
+        if hw.launch.name == "msrun":
+            command = [
+                "msrun", f"--worker_num={total}", f"--local_worker_num={per_node}",
+                f"--master_addr={hw.master_addr}", f"--master_port={hw.master_port}", f"--node_rank={node}",
+                f"--log_dir={logs}", "--join=True", f"--cluster_time_out={cfg.launcher.cluster_timeout}",
+                *_worker_command(run_dir),
+            ]  # fmt: skip
+            plans.append(ProcessPlan(node, node_ranks, command, _base_env(hw), str(logs / "worker_<rank>.log")))
+        elif hw.launch.name == "rank_table":
+            if not hw.rank_table:
+                raise UserError(f"hardware={hw.name} with launch=rank_table needs hardware.rank_table=<json file>")
+            for device, rank in enumerate(node_ranks):
+                env = {
+                    **_base_env(hw),
+                    "RANK_TABLE_FILE": str(Path(hw.rank_table).expanduser().resolve()),
+                    "DEVICE_ID": str(device),
+                    "RANK_ID": str(rank),
+                    "RANK_SIZE": str(total),
+                }
+                command = [sys.executable, *_worker_command(run_dir)[1:]]
+                plans.append(ProcessPlan(node, [rank], command, env, str(logs / f"worker_{rank}.log")))
+        elif total == 1:
+            command = [sys.executable, *_worker_command(run_dir)[1:]]
+            plans.append(ProcessPlan(0, [0], command, _base_env(hw), str(run_dir / "run.log")))
+        else:
+            raise UserError(f"hardware={hw.name} asks for {total} processes but launch=none; use msrun or rank_table")
+    return plans
+
+
+def print_plan(cfg: Any, run_dir: Path) -> float:
+    """launcher.dry_run=true: show what each node would start, start nothing."""
+    text = "\n".join(p.render() for p in plan(cfg, run_dir))
+    print(text)
+    (run_dir / "launch_plan.txt").write_text(text + "\n")
+    return 0.0
+
+
+def _failed_rank(run_dir: Path, output: str, ranks: list[int]) -> str:
+    """Name the rank that failed first: msrun reports the pid of the first worker that exited
+    (it then kills the others), which the ranks' status files map to a rank."""
+    pids = {}
+    for rank in ranks:
+        status = rank_status_path(run_dir, rank)
+        if status.exists():
+            pids[json.loads(status.read_text())["pid"]] = rank
+    for line in output.splitlines():
+        match = re.search(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)", line)
+        if match and int(match.group(1)) in pids:
+            rank = pids[int(match.group(1))]
+            return f"rank {rank} exited with code {match.group(2)}; see {run_dir / 'ranks' / f'worker_{rank}.log'}"
+    for line in output.splitlines():
+        match = re.search(r"worker (\d+) is the first one timed out", line)
+        if match:
+            rank = match.group(1)
+            return f"rank {rank} stopped answering; see {run_dir / 'ranks' / f'worker_{rank}.log'}"
+    missing = [r for r in ranks if not rank_status_path(run_dir, r).exists()]
+    if missing:
+        return f"rank {missing[0]} never started; see {run_dir / 'ranks' / f'worker_{missing[0]}.log'}"
+    return f"see the logs in {run_dir / 'ranks'}"
+
+
+def launch(cfg: Any, run_dir: Path) -> float:
+    plans = plan(cfg, run_dir)
+    local = [p for p in plans if p.node == cfg.hardware.node_rank]
+    if not local:
+        raise UserError(f"hardware.node_rank={cfg.hardware.node_rank} is outside 0..{cfg.hardware.nodes - 1}")
+    (run_dir / "ranks").mkdir(exist_ok=True)
+    local_ranks = [r for p in local for r in p.ranks]
+    log.info("starting ranks %s of %d through %s; logs in %s", local_ranks, world_size(cfg.hardware),
+             cfg.hardware.launch.name, run_dir / "ranks")  # fmt: skip
+    started = time.monotonic()
+    processes = []
+    for process_plan in local:
+        # msrun writes the workers' logs itself; its own output goes beside them
+        if cfg.hardware.launch.name == "rank_table":
+            out_path = Path(process_plan.log)
+        else:
+            out_path = run_dir / "ranks" / f"msrun_node{process_plan.node}.log"
+        out = out_path.open("w")
+        env = {**os.environ, **{key: os.path.expandvars(value) for key, value in process_plan.env.items()}}
+        proc = subprocess.Popen(process_plan.command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        processes.append((process_plan, proc, out))
+    failed = None
+    while processes and failed is None:
+        for item in list(processes):
+            process_plan, proc, out = item
+            code = proc.poll()
+            if code is None:
+                continue
+            processes.remove(item)
+            out.close()
+            if code != 0:
+                output = Path(out.name).read_text(errors="replace")
+                if cfg.hardware.launch.name == "rank_table":
+                    failed = f"rank {process_plan.ranks[0]} exited with code {code}; see {process_plan.log}"
+                else:
+                    failed = _failed_rank(run_dir, output, process_plan.ranks)
+        time.sleep(0.5)
+    for _, proc, out in processes:  # one rank failed: end the others
+        proc.kill()
+        proc.wait()
+        out.close()
+    if failed:
+        raise UserError(
+            f"hardware={cfg.hardware.name}: the job failed after {time.monotonic() - started:.0f} s: {failed}"
+        )
+    return _summarise(cfg, run_dir, local_ranks)
+
+
+def _summarise(cfg: Any, run_dir: Path, local_ranks: list[int]) -> float:
+    statuses = [json.loads(rank_status_path(run_dir, r).read_text()) for r in local_ranks]
+    digests = {s.get("weights") for s in statuses}
+    if len(digests) != 1 or None in digests:
+        raise UserError(f"the ranks finished with different weights ({len(digests)} distinct digests); see {run_dir}")
+    metrics_file = run_dir / "metrics.json"
+    final = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    log.info("all %d local ranks finished with identical weights; run folder %s", len(local_ranks), run_dir)
+    best_key = "best_" + cfg.train.checkpoint.best_metric.name
+    return float(final.get(best_key, 0.0))

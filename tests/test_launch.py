@@ -1,0 +1,141 @@
+"""Multi-process launch: a real 2-rank CPU job through msrun, dry runs of every hardware
+option, a killed rank, an absent device, the rank-table generator. Traffic stays on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import CONF_DIR, REPO, run_cli
+
+TWO_RANKS = ("hardware=cpu_2p", "train.epochs=1")
+
+
+def test_cpu_2p_trains_with_two_real_ranks(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(*TWO_RANKS, "hardware.master_port=8151", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    statuses = [json.loads((run_dir / "ranks" / f"rank_{r}.json").read_text()) for r in (0, 1)]
+    assert [s["status"] for s in statuses] == ["done", "done"]
+    assert statuses[0]["weights"] == statuses[1]["weights"]  # data parallel: identical models
+    # one set of outputs, written by rank 0 only
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "metrics.json").is_file()
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 2
+    assert sorted(p.name for p in run_dir.iterdir() if p.suffix == ".ckpt") == []
+    for rank in (0, 1):
+        assert (run_dir / "ranks" / f"worker_{rank}.log").is_file()
+    log_text = (run_dir / "run.log").read_text()
+    assert "[rank 0]" in log_text and "[rank 1]" not in log_text
+    assert "batch 32 x 2 devices" in log_text
+    # the evaluation covered every validation image exactly once over the two ranks
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 < metrics["val_top1"] <= 100.0
+    assert "identical weights" in result.stderr + result.stdout
+
+
+def _dry_run(tmp_path: Path, *overrides: str) -> str:
+    result = run_cli("launcher.dry_run=true", *overrides, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return (tmp_path / "launch_plan.txt").read_text()
+
+
+HARDWARE = sorted(p.stem for p in (CONF_DIR / "hardware").glob("*.yaml"))
+EXPECTED_MSRUN = {
+    "cpu_2p": (1, 2, 2),
+    "gpu_8p": (1, 8, 8),
+    "ascend910_8p": (1, 8, 8),
+    "ascend910_16p": (2, 16, 8),
+}
+
+
+@pytest.mark.parametrize("hardware", HARDWARE)
+def test_dry_run_prints_every_nodes_command(hardware: str, tmp_path: Path) -> None:
+    text = _dry_run(tmp_path, f"hardware={hardware}", "hardware.master_addr=10.1.2.3", "hardware.master_port=9000")
+    commands = [line for line in text.splitlines() if not line.startswith("#")]
+    assert all("EFFV2_WORKER=1" in c and f'PATH="{Path(sys.executable).parent}:$PATH"' in c for c in commands)
+    assert all(c.endswith(f"-m effv2.launch.worker {tmp_path}") for c in commands)
+    if hardware in EXPECTED_MSRUN:
+        nodes, workers, local = EXPECTED_MSRUN[hardware]
+        assert len(commands) == nodes
+        for node, command in enumerate(commands):
+            assert f" msrun --worker_num={workers} --local_worker_num={local}" in command
+            assert "--master_addr=10.1.2.3 --master_port=9000" in command and f"--node_rank={node}" in command
+            assert f"--log_dir={tmp_path / 'ranks'}" in command and "--join=True" in command
+            assert command.endswith(f"python -m effv2.launch.worker {tmp_path}")
+    else:
+        assert len(commands) == 1 and "msrun" not in commands[0]
+    assert ("ONEDNN_MAX_CPU_ISA=" in text) == hardware.startswith("cpu")
+
+
+def test_dry_run_of_the_rank_table_method(tmp_path: Path) -> None:
+    table = tmp_path / "table.json"
+    table.write_text("{}")
+    text = _dry_run(tmp_path, "hardware=ascend910_16p", "hardware.launch=rank_table", f"hardware.rank_table={table}")
+    commands = [line for line in text.splitlines() if not line.startswith("#")]
+    assert len(commands) == 16
+    for rank, command in enumerate(commands):
+        assert f"RANK_ID={rank} " in command and f"DEVICE_ID={rank % 8} " in command and "RANK_SIZE=16" in command
+        assert f"RANK_TABLE_FILE={table}" in command
+
+
+def test_an_absent_device_is_one_line(tmp_path: Path) -> None:
+    result = run_cli("hardware=ascend910_16p", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error:" in line]
+    assert len(errors) == 1 and "hardware=ascend910_16p needs Ascend devices" in errors[0]
+    assert "found none" in errors[0]
+
+
+def test_killing_one_rank_ends_the_job_within_the_bound(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    overrides = ["hardware=cpu_2p", "train.epochs=3", "hardware.master_port=8152", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *overrides], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    status = run_dir / "ranks" / "rank_1.json"
+    worker_log = run_dir / "ranks" / "worker_1.log"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if status.exists() and worker_log.exists() and "training 3 epochs" in worker_log.read_text(errors="ignore"):
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the job ended before a rank could be killed"
+    os.kill(json.loads(status.read_text())["pid"], 9)
+    killed_at = time.monotonic()
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 2
+    assert time.monotonic() - killed_at < 180  # msrun's heartbeat notices, the launcher ends the job
+    errors = [line for line in output.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "rank 1" in errors[0] and "worker_1.log" in errors[0]
+
+
+def test_rank_table_generator(tmp_path: Path) -> None:
+    confs = []
+    for node in (0, 1):
+        conf = tmp_path / f"hccn{node}.conf"
+        conf.write_text("".join(f"address_{d}=192.168.{node}.{10 + d}\nnetmask_{d}=255.255.255.0\n" for d in range(8)))
+        confs.append(conf)
+    out = tmp_path / "table.json"
+    subprocess.run(
+        [sys.executable, "launchers/rank_table.py", "--server", f"10.0.0.1:{confs[0]}", "--server",
+         f"10.0.0.2:{confs[1]}", "--devices", "0-7", "--out", str(out)],
+        cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+    table = json.loads(out.read_text())
+    assert table["server_count"] == "2" and table["status"] == "completed"
+    devices = [d for server in table["server_list"] for d in server["device"]]
+    assert [d["rank_id"] for d in devices] == [str(r) for r in range(16)]
+    assert devices[9] == {"device_id": "1", "device_ip": "192.168.1.11", "rank_id": "9"}
+    bad = subprocess.run(
+        [sys.executable, "launchers/rank_table.py", "--server", f"10.0.0.1:{confs[0]}", "--devices", "0-9",
+         "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "no address_<id> line for devices [8, 9]" in bad.stderr
