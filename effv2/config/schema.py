@@ -89,6 +89,11 @@ class OutputFormat(Enum):
     csv = "csv"
 
 
+class BadImagePolicy(Enum):
+    skip = "skip"
+    error = "error"
+
+
 class Interpolation(Enum):
     bilinear = "bilinear"
     bicubic = "bicubic"
@@ -158,6 +163,8 @@ class DataConfig:
     eval_crop: EvalCrop = EvalCrop.center
     crop_pct: float = 0.875
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # a corrupt, truncated or non-image file: skip it (counted and logged) or stop naming it
+    on_bad_image: BadImagePolicy = BadImagePolicy.skip
 
 
 @dataclass

@@ -1,23 +1,64 @@
-"""Locate and validate an ImageFolder split: <root>/<split>/<class>/<image>."""
+"""Locate and validate an ImageFolder split: <root>/<split>/<class>/<image>.
+
+Every file is checked once when the split is opened: its format header must parse and, for
+JPEG and PNG, the end-of-image marker must be present (a truncated download lacks it). What
+fails is skipped and logged one by one (``data.on_bad_image=skip``, the default: a long run
+should not die on one broken file) or stops the run naming the file (``error``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from PIL import Image
 
 from effv2.errors import UserError
 
+log = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+BAD_IMAGE_POLICIES = ("skip", "error")
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xae\x42\x60\x82"}
 
 
 @dataclass(frozen=True)
 class ImageFolderSplit:
     path: Path
     class_names: tuple[str, ...]
-    num_images: int
+    files: tuple[Path, ...] = field(repr=False)
+    labels: tuple[int, ...] = field(repr=False)
+    skipped: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.files)
 
 
-def scan_split(root: str | Path, split: str) -> ImageFolderSplit:
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a training image, or None when it looks whole."""
+    try:
+        with Image.open(path) as image:
+            kind = image.format
+            image.verify()
+    except Exception as exc:  # PIL raises many types for broken files
+        return f"not a readable image ({type(exc).__name__}: {exc})"
+    marker = _END_MARKERS.get(kind)
+    if marker:
+        with path.open("rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - 64))
+            if marker not in handle.read():
+                return f"truncated {kind} (no end-of-image marker)"
+    return None
+
+
+def scan_split(root: str | Path, split: str, on_bad_image: str = "skip") -> ImageFolderSplit:
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise UserError(f"data.on_bad_image={on_bad_image!r} is not one of {', '.join(BAD_IMAGE_POLICIES)}")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(f"data.root={str(root)!r} is not a directory; expected <root>/<split>/<class>/<image>")
@@ -28,10 +69,26 @@ def scan_split(root: str | Path, split: str) -> ImageFolderSplit:
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir())
     if not class_dirs:
         raise UserError(f"{str(path)!r} has no class folders; expected {path}/<class>/<image>")
-    total = 0
-    for class_dir in class_dirs:
-        count = sum(1 for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
-        if count == 0:
+    candidates: list[tuple[Path, int]] = []
+    for label, class_dir in enumerate(class_dirs):
+        images = sorted(f for f in class_dir.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        if not images:
             raise UserError(f"class folder {str(class_dir)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-        total += count
-    return ImageFolderSplit(path, tuple(p.name for p in class_dirs), total)
+        candidates += [(image, label) for image in images]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        problems = list(pool.map(image_problem, (c[0] for c in candidates), chunksize=256))
+    files, labels, skipped = [], [], []
+    for (image, label), problem in zip(candidates, problems, strict=True):
+        if problem is None:
+            files.append(image)
+            labels.append(label)
+            continue
+        if on_bad_image == "error":
+            raise UserError(f"bad image {str(image)!r}: {problem} (data.on_bad_image=skip would skip it)")
+        log.warning("skipping bad image %s: %s", image, problem)
+        skipped.append(str(image))
+    if skipped:
+        log.warning("skipped %d bad images in %s (data.on_bad_image=skip)", len(skipped), path)
+    if not files:
+        raise UserError(f"{str(path)!r} holds no readable images")
+    return ImageFolderSplit(path, tuple(p.name for p in class_dirs), tuple(files), tuple(labels), tuple(skipped))

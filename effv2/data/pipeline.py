@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mindspore as ms
 import mindspore.dataset as ds
-import mindspore.dataset.transforms as T
 import mindspore.dataset.vision as V
 import numpy as np
 
@@ -27,6 +25,28 @@ _INTERPOLATION = {
     "nearest": V.Inter.NEAREST,
     "area": V.Inter.AREA,
 }
+
+
+class _FileSource:
+    """Random-access (encoded bytes, label) rows of a split, in a given order of indices."""
+
+    def __init__(self, split: ImageFolderSplit, indices: list[int]) -> None:
+        self.files = split.files
+        self.labels = split.labels
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        index = self.indices[row]
+        return np.fromfile(self.files[index], np.uint8), np.array(self.labels[index], np.int32)
+
+
+def _rows(split: ImageFolderSplit, indices: list[int]) -> ds.Dataset:
+    return ds.GeneratorDataset(
+        _FileSource(split, indices), column_names=["image", "label"], shuffle=False, num_parallel_workers=1
+    )
 
 
 @dataclass
@@ -115,7 +135,7 @@ def _check_classes(data_cfg: Any, split: ImageFolderSplit) -> None:
 def open_train_split(data_cfg: Any, world_size: int = 1) -> ImageFolderSplit:
     """Scan and validate the training split once; epochs are then built from it."""
     _check_positive("data.batch_size", data_cfg.batch_size)
-    split = scan_split(resolve_root(data_cfg), data_cfg.train_split)
+    split = scan_split(resolve_root(data_cfg), data_cfg.train_split, data_cfg.on_bad_image.name)
     _check_classes(data_cfg, split)
     per_device = split.num_images // world_size
     if data_cfg.batch_size > per_device:
@@ -145,14 +165,8 @@ def train_epoch(
     """Batches of (image, label) over ``indices`` in that order, with the training transforms."""
     image_size = data_cfg.train_size if image_size is None else image_size
     _check_positive("data.train_size", image_size)
-    dataset = ds.ImageFolderDataset(
-        str(split.path),
-        sampler=ds.SubsetSampler([int(i) for i in indices]),
-        num_parallel_workers=workers,
-        class_indexing={name: i for i, name in enumerate(split.class_names)},
-    )
+    dataset = _rows(split, [int(i) for i in indices])
     dataset = dataset.map(train_transforms(data_cfg, image_size), input_columns="image", num_parallel_workers=workers)
-    dataset = dataset.map(T.TypeCast(ms.int32), input_columns="label")
     return dataset.batch(data_cfg.batch_size, drop_remainder=True)
 
 
@@ -165,16 +179,10 @@ def build_eval_split(
     image_size = data_cfg.eval_size if image_size is None else image_size
     _check_positive("data.eval_size", image_size)
     _check_positive("data.eval_batch_size", data_cfg.eval_batch_size)
-    split = scan_split(resolve_root(data_cfg), data_cfg.val_split)
+    split = scan_split(resolve_root(data_cfg), data_cfg.val_split, data_cfg.on_bad_image.name)
     _check_classes(data_cfg, split)
     rank, world_size = shard
-    dataset = ds.ImageFolderDataset(
-        str(split.path),
-        sampler=ds.SubsetSampler(list(range(rank, split.num_images, world_size))),
-        num_parallel_workers=workers,
-        class_indexing={name: i for i, name in enumerate(split.class_names)},
-    )
+    dataset = _rows(split, list(range(rank, split.num_images, world_size)))
     dataset = dataset.map(eval_transforms(data_cfg, image_size), input_columns="image", num_parallel_workers=workers)
-    dataset = dataset.map(T.TypeCast(ms.int32), input_columns="label")
     dataset = dataset.batch(data_cfg.eval_batch_size, drop_remainder=False)
     return LoadedSplit(dataset, split, data_cfg.eval_batch_size)

@@ -56,6 +56,10 @@ def save_atomic(entries: dict[str, Parameter], path: Path, metadata: dict[str, A
             append_dict={META_KEY: json.dumps(metadata)},
         )
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        previous = "the previous one is intact" if path.exists() else "no earlier version existed"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise UserError(f"could not write checkpoint {path} ({reason}); {previous}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +20,7 @@ from mindspore import Tensor, nn
 from tqdm import tqdm
 
 from effv2.data.pipeline import build_eval_split, epoch_order, open_train_split, steps_per_epoch, train_epoch
-from effv2.errors import UserError
+from effv2.errors import Interrupted, UserError
 from effv2.launch import ranks
 from effv2.models import build_model, model_summary
 from effv2.training.checkpoint import model_entries, read_checkpoint, restore_state, save_atomic, state_entries
@@ -73,6 +76,28 @@ def seed_everything(seed: int) -> None:
     ms.set_seed(seed)
     ds.config.set_seed(seed)
     np.random.seed(seed)
+
+
+class StopRequests:
+    """Turns SIGTERM / SIGINT into a request the loop honours after the current step."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+
+    def _handle(self, signal_number: int, frame: object) -> None:
+        self.signal_number = signal_number
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def find_resume_checkpoint(resume: str) -> Path:
@@ -159,6 +184,7 @@ class Trainer:
         self.shadow_net = self.ema.shadow_net if self.ema else None
         self.mixer = BatchMixer(cfg.data.augment, cfg.seed + 7919 * self.ranks.rank)
         self.progress = Progress()
+        self.stop = StopRequests()
         log.info(
             "training %d epochs x %d steps (batch %d x %d devices x %d accumulation = %d), %s lr %.3g "
             "(%.3g per 256 images), amp %s, loss scale %s, EMA %s; %d train / %d val images",
@@ -268,6 +294,9 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lrs[step_index]:.3g}")
                 if apply and interval > 0 and (step_index + 1) % interval == 0:
                     self._save_state(RECOVERY)
+                if apply and self.stop.signal_number is not None:
+                    bar.close()
+                    self._interrupt(epoch, step_index + 1)
             bar.close()
         seconds = time.perf_counter() - started
         trained = len(remaining) // cfg.data.batch_size
@@ -280,6 +309,15 @@ class Trainer:
             "loss_scale": float(self.step.scale.asnumpy()[0]),
             "seconds": seconds,
         }
+
+    def _interrupt(self, epoch: int, steps_done: int) -> None:
+        self._save_state(RECOVERY)
+        name = signal.Signals(self.stop.signal_number).name
+        raise Interrupted(
+            f"{name} received: stopped after step {steps_done} (epoch {epoch}) and wrote "
+            f"{self.ckpt_dir / RECOVERY}; continue with resume={self.run_dir}",
+            self.stop.signal_number,
+        )
 
     def _stop_on_divergence(self, epoch: int, loss: float) -> None:
         step = (epoch - 1) * self.steps_per_epoch + self.progress.micro_done // self.accumulation
@@ -350,4 +388,5 @@ def train(cfg: Any, run_dir: Path) -> TrainResult:
     trainer = Trainer(cfg, run_dir)
     if cfg.resume:
         trainer.resume(cfg.resume)
-    return trainer.fit()
+    with trainer.stop.installed():
+        return trainer.fit()

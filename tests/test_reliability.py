@@ -1,0 +1,182 @@
+"""Bad input gets one clear line and a non-zero exit; interruptions lose no work."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Parameter, Tensor
+
+from conftest import REPO, TINY_TRAIN, run_cli
+from effv2.data.imagefolder import scan_split
+from effv2.errors import UserError
+from effv2.training import checkpoint
+from effv2.training.checkpoint import read_checkpoint, save_atomic
+
+
+def _one_line_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
+    assert result.returncode == code, (result.stdout + result.stderr)[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error:" in line]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+def _folder(tmp_path: Path, layout: dict[str, dict[str, int]]) -> Path:
+    """<root>/<split>/<class>/ with N copies of a real digit image."""
+    source = next(iter(sorted((Path(os.environ["EFFV2_CACHE"]) / "digits" / "val" / "1").iterdir())))
+    root = tmp_path / "data"
+    for split, classes in layout.items():
+        for name, count in classes.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                shutil.copy(source, folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.usefixtures("digits_root")
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("missing_root", "is not a directory"),
+        ("missing_split", "split 'val' is missing"),
+        ("empty_class", "holds no images"),
+        ("no_class_folders", "has no class folders"),
+    ],
+)
+def test_broken_data_folders_are_one_line(tmp_path: Path, case: str, expected: str) -> None:
+    layouts = {
+        "missing_split": {"train": {"a": 40, "b": 40}},
+        "empty_class": {"train": {"a": 40, "b": 0}, "val": {"a": 2, "b": 2}},
+        "no_class_folders": {"train": {}, "val": {}},
+    }
+    root = tmp_path / "absent" if case == "missing_root" else _folder(tmp_path, layouts[case])
+    if case == "no_class_folders":
+        (root / "train").mkdir(parents=True, exist_ok=True)
+        (root / "val").mkdir(parents=True, exist_ok=True)
+    result = run_cli("data=imagefolder", f"data.root={root}", "data.num_classes=2", f"hydra.run.dir={tmp_path / 'r'}")
+    assert expected in _one_line_error(result)
+
+
+def test_bad_images_are_skipped_and_counted_or_named(digits_root: Path, tmp_path: Path, caplog) -> None:
+    root = _folder(tmp_path, {"train": {"a": 6, "b": 6}})
+    (root / "train" / "a" / "notes.png").write_text("this is not an image")
+    whole = (root / "train" / "b" / "0.png").read_bytes()
+    (root / "train" / "b" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    split = scan_split(root, "train", "skip")
+    assert split.num_images == 12 and len(split.skipped) == 2
+    assert any("notes.png" in r.message for r in caplog.records) and any("cut.png" in r.message for r in caplog.records)
+    assert "skipped 2 bad images" in caplog.text
+    with pytest.raises(UserError, match=r"bad image .*notes\.png.*not a readable image"):
+        scan_split(root, "train", "error")
+    (root / "train" / "a" / "notes.png").unlink()
+    with pytest.raises(UserError, match=r"(?i)bad image .*cut\.png.*truncated"):
+        scan_split(root, "train", "error")
+
+
+def test_bad_image_policy_error_stops_the_cli_run(tmp_path: Path, digits_root: Path) -> None:
+    root = _folder(tmp_path, {"train": {"a": 40, "b": 40}, "val": {"a": 3, "b": 3}})
+    (root / "val" / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    result = run_cli(
+        "data=imagefolder", f"data.root={root}", "data.num_classes=2", "data.on_bad_image=error",
+        f"hydra.run.dir={tmp_path / 'r'}",
+    )  # fmt: skip
+    line = _one_line_error(result)
+    assert "broken.png" in line and "data.on_bad_image=skip" in line
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("data.train_size=0", "data.train_size=0 must be a positive integer"),
+        ("data.eval_size=-3", "data.eval_size=-3 must be a positive integer"),
+        ("data.batch_size=0", "data.batch_size=0 must be a positive integer"),
+        ("data.batch_size=5000", "data.batch_size=5000 exceeds the 1438 training images"),
+        ("data.num_classes=7", "data.num_classes=7 but"),
+        ("train.epochs=0", "train.epochs=0 must be a positive integer"),
+        ("train.accumulation_steps=0", "train.accumulation_steps=0 must be a positive integer"),
+        ("hardware.amp_level=O5", "hardware.amp_level='O5' is not one of O0, O1, O2, O3"),
+        ("data.on_bad_image=maybe", "maybe"),
+    ],
+)
+def test_bad_values_are_one_line(tmp_path: Path, override: str, expected: str) -> None:
+    result = run_cli(override, f"hydra.run.dir={tmp_path / 'r'}")
+    if override.startswith("data.on_bad_image"):  # an enum: composition rejects it, listing the choices
+        assert result.returncode != 0 and "skip" in result.stderr and "error" in result.stderr
+        return
+    assert expected in _one_line_error(result)
+
+
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "last.ckpt"
+    save_atomic({"w": Parameter(Tensor(np.full((3,), 1.0, np.float32)), name="w")}, target, {"epoch": 1})
+
+    def full_disk(entries, name, **kwargs):
+        Path(name).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+
+    monkeypatch.setattr(checkpoint.ms, "save_checkpoint", full_disk)
+    with pytest.raises(
+        UserError,
+        match=r"could not write checkpoint .*last\.ckpt \(No space left on device\); the previous one is intact",
+    ):
+        save_atomic({"w": Parameter(Tensor(np.full((3,), 2.0, np.float32)), name="w")}, target, {"epoch": 2})
+    monkeypatch.undo()
+    params, meta = read_checkpoint(target)
+    assert meta == {"epoch": 1} and params["w"].asnumpy().tolist() == [1.0, 1.0, 1.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_diverging_run_stops_with_the_step_number(tmp_path: Path) -> None:
+    result = run_cli(
+        "optimizer=sgd", "optimizer.lr=1e12", "train.clip_grad_norm=null", "train.epochs=1",
+        f"hydra.run.dir={tmp_path / 'r'}",
+    )  # fmt: skip
+    line = _one_line_error(result)
+    assert "training loss became" in line and "at step" in line and "no checkpoint was written yet" in line
+
+
+def test_sigterm_writes_a_recovery_checkpoint_and_resume_matches(trained_run: tuple[Path, str], tmp_path: Path) -> None:
+    reference, _ = trained_run
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *TINY_TRAIN, f"hydra.run.dir={stopped}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (stopped / "checkpoints" / "recovery.ckpt").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM
+    errors = [line for line in output.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "SIGTERM received: stopped after step" in errors[0]
+    assert f"resume command: python run.py {' '.join(TINY_TRAIN)} resume={stopped}" in errors[0]
+    result = run_cli(*TINY_TRAIN, f"resume={stopped}", f"hydra.run.dir={tmp_path / 'resumed'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = ms.load_checkpoint(str(reference / "checkpoints" / "last.ckpt"))
+    actual = ms.load_checkpoint(str(tmp_path / "resumed" / "checkpoints" / "last.ckpt"))
+    for name in set(expected) - {"effv2_meta"}:
+        np.testing.assert_array_equal(actual[name].asnumpy(), expected[name].asnumpy(), err_msg=name)
+
+
+def test_a_truncated_jpeg_is_detected(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from effv2.data.imagefolder import image_problem
+
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    assert image_problem(path) is None
+    path.write_bytes(path.read_bytes()[:-200])
+    assert image_problem(path) == "truncated JPEG (no end-of-image marker)"
