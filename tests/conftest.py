@@ -47,6 +47,15 @@ def run_cli(*overrides: str, timeout: float = 600, unset: tuple[str, ...] = ()) 
     )
 
 
+def one_line_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
+    """The single "error:" line of a failed run; fails the test on a traceback or more lines."""
+    assert result.returncode == code, (result.stdout + result.stderr)[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error:" in line]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
 # a tiny but complete training run: 2 epochs at 32 px, EMA, a recovery checkpoint every 7 steps
 TINY_TRAIN = (
     "train.epochs=2",

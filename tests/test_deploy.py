@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import one_line_error, run_cli
 
 SIZE = "data.eval_size=32"
 
@@ -88,18 +88,8 @@ def test_predict_single_images_names_the_class(best_ckpt: Path, digits_root: Pat
     assert prediction["top_k"][0]["class"] == "4" and len(prediction["top_k"]) == 5
 
 
-def _one_line_error(result) -> str:
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error:" in line]
-    assert len(errors) == 1
-    return errors[0]
-
-
 def test_air_without_ascend_is_one_line(best_ckpt: Path, tmp_path: Path) -> None:
-    line = _one_line_error(
-        run_cli("task=export", "export.format=air", f"ckpt={best_ckpt}", f"hydra.run.dir={tmp_path}")
-    )
+    line = one_line_error(run_cli("task=export", "export.format=air", f"ckpt={best_ckpt}", f"hydra.run.dir={tmp_path}"))
     assert "export.format=air needs an Ascend device" in line
 
 
@@ -108,7 +98,7 @@ def test_cuda_provider_without_cuda_is_one_line(best_ckpt: Path, digits_root: Pa
         "task=infer", "infer.provider=cuda", SIZE, f"ckpt={best_ckpt}", f"infer.input={digits_root / 'val'}",
         f"hydra.run.dir={tmp_path}",
     )  # fmt: skip
-    line = _one_line_error(result)
+    line = one_line_error(result)
     assert "infer.provider=cuda needs onnxruntime's CUDAExecutionProvider" in line
 
 
@@ -117,4 +107,4 @@ def test_ascend310_without_a_device_is_one_line(best_ckpt: Path, digits_root: Pa
         "task=infer", "infer.backend=ascend310", f"ckpt={best_ckpt}", f"infer.input={digits_root / 'val'}",
         f"hydra.run.dir={tmp_path}",
     )  # fmt: skip
-    assert "found none on this machine" in _one_line_error(result)
+    assert "found none on this machine" in one_line_error(result)

@@ -211,3 +211,14 @@ def test_graph_and_pynative_outputs_are_equal() -> None:
     ms.set_context(mode=ms.PYNATIVE_MODE)
     pynative_out = net(x).asnumpy()
     np.testing.assert_allclose(graph_out, pynative_out, atol=1e-5)
+
+
+def test_sync_bn_conversion_keeps_parameters_and_names() -> None:
+    from effv2.models.blocks import convert_to_sync_bn
+
+    net = EfficientNetV2(VARIANTS["effnetv2_b0"], num_classes=10)
+    before = {p.name: id(p) for p in net.get_parameters()}
+    assert convert_to_sync_bn(net) == 59
+    assert isinstance(net.stem.bn, nn.SyncBatchNorm) and isinstance(net.blocks[5].dw.bn, nn.SyncBatchNorm)
+    assert {p.name: id(p) for p in net.get_parameters()} == before
+    assert net.stem.bn.eps == pytest.approx(1e-3) and net.stem.bn.momentum == pytest.approx(0.1)  # 1 - 0.9

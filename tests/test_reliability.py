@@ -16,19 +16,11 @@ import numpy as np
 import pytest
 from mindspore import Parameter, Tensor
 
-from conftest import REPO, TINY_TRAIN, run_cli
+from conftest import REPO, TINY_TRAIN, one_line_error, run_cli
 from effv2.data.imagefolder import scan_split
 from effv2.errors import UserError
 from effv2.training import checkpoint
 from effv2.training.checkpoint import read_checkpoint, save_atomic
-
-
-def _one_line_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
-    assert result.returncode == code, (result.stdout + result.stderr)[-2000:]
-    assert "Traceback" not in result.stderr
-    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error:" in line]
-    assert len(errors) == 1, errors
-    return errors[0]
 
 
 def _folder(tmp_path: Path, layout: dict[str, dict[str, int]]) -> Path:
@@ -65,7 +57,7 @@ def test_broken_data_folders_are_one_line(tmp_path: Path, case: str, expected: s
         (root / "train").mkdir(parents=True, exist_ok=True)
         (root / "val").mkdir(parents=True, exist_ok=True)
     result = run_cli("data=imagefolder", f"data.root={root}", "data.num_classes=2", f"hydra.run.dir={tmp_path / 'r'}")
-    assert expected in _one_line_error(result)
+    assert expected in one_line_error(result)
 
 
 def test_bad_images_are_skipped_and_counted_or_named(digits_root: Path, tmp_path: Path, caplog) -> None:
@@ -91,7 +83,7 @@ def test_bad_image_policy_error_stops_the_cli_run(tmp_path: Path, digits_root: P
         "data=imagefolder", f"data.root={root}", "data.num_classes=2", "data.on_bad_image=error",
         f"hydra.run.dir={tmp_path / 'r'}",
     )  # fmt: skip
-    line = _one_line_error(result)
+    line = one_line_error(result)
     assert "broken.png" in line and "data.on_bad_image=skip" in line
 
 
@@ -114,7 +106,7 @@ def test_bad_values_are_one_line(tmp_path: Path, override: str, expected: str) -
     if override.startswith("data.on_bad_image"):  # an enum: composition rejects it, listing the choices
         assert result.returncode != 0 and "skip" in result.stderr and "error" in result.stderr
         return
-    assert expected in _one_line_error(result)
+    assert expected in one_line_error(result)
 
 
 def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
@@ -142,7 +134,7 @@ def test_a_diverging_run_stops_with_the_step_number(tmp_path: Path) -> None:
         "optimizer=sgd", "optimizer.lr=1e12", "train.clip_grad_norm=null", "train.epochs=1",
         f"hydra.run.dir={tmp_path / 'r'}",
     )  # fmt: skip
-    line = _one_line_error(result)
+    line = one_line_error(result)
     assert "training loss became" in line and "at step" in line and "no checkpoint was written yet" in line
 
 

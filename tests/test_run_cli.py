@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import one_line_error, run_cli
 
 
 def test_run_folder_holds_config_log_metrics_and_checkpoints(trained_run: tuple[Path, str]) -> None:
@@ -72,33 +72,25 @@ def test_eval_reproduces_the_final_validation_accuracy(trained_run: tuple[Path, 
     assert evaluated["val_top5"] == pytest.approx(final["ema_val_top5"], abs=1e-9)
 
 
-def _one_line_error(result) -> str:
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error:" in line]
-    assert len(errors) == 1
-    return errors[0]
-
-
 def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
-    line = _one_line_error(run_cli("task=eval", f"ckpt={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'r'}"))
+    line = one_line_error(run_cli("task=eval", f"ckpt={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'r'}"))
     assert "nope.ckpt" in line and "does not exist" in line
 
 
 def test_eval_of_a_non_checkpoint_file_is_one_line(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.ckpt"
     bogus.write_text("not a checkpoint")
-    line = _one_line_error(run_cli("task=eval", f"ckpt={bogus}", f"hydra.run.dir={tmp_path / 'r'}"))
+    line = one_line_error(run_cli("task=eval", f"ckpt={bogus}", f"hydra.run.dir={tmp_path / 'r'}"))
     assert "bogus.ckpt" in line and "not a MindSpore checkpoint" in line
 
 
 def test_eval_of_another_variant_lists_the_mismatch(trained_run: tuple[Path, str], tmp_path: Path) -> None:
     run_dir, _ = trained_run
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    line = _one_line_error(run_cli("task=eval", "model=effnetv2_b1", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'r'}"))
+    line = one_line_error(run_cli("task=eval", "model=effnetv2_b1", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'r'}"))
     assert "does not fit model effnetv2_b1" in line and "missing" in line
 
 
 def test_absent_gpu_is_one_line(tmp_path: Path) -> None:
-    line = _one_line_error(run_cli("hardware=gpu_1p", f"hydra.run.dir={tmp_path / 'r'}"))
+    line = one_line_error(run_cli("hardware=gpu_1p", f"hydra.run.dir={tmp_path / 'r'}"))
     assert "hardware=gpu_1p needs an NVIDIA GPU" in line and "found none" in line

@@ -213,3 +213,23 @@ class FusedMBConv(_ResidualBlock):
             if self.has_se:
                 x = self.se(x)
         return self.project(x)
+
+
+def convert_to_sync_bn(net: nn.Cell) -> int:
+    """Swap every ConvBNAct's BatchNorm2d for nn.SyncBatchNorm (statistics over all devices of a
+    data-parallel job, for Ascend), keeping the very same Parameter objects and so their names
+    and values. Returns the number of layers converted."""
+    converted = 0
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, ConvBNAct) and type(cell.bn) is nn.BatchNorm2d:
+            old = cell.bn
+            names = {attr: getattr(old, attr).name for attr in ("gamma", "beta", "moving_mean", "moving_variance")}
+            # _BatchNorm keeps 1 - momentum internally
+            new = nn.SyncBatchNorm(old.num_features, eps=old.eps, momentum=1.0 - old.momentum)
+            for attr in names:
+                setattr(new, attr, getattr(old, attr))
+            cell.bn = new
+            for attr, name in names.items():
+                getattr(new, attr).name = name
+            converted += 1
+    return converted

@@ -29,8 +29,9 @@ META_KEY = "effv2_meta"
 def model_entries(net: nn.Cell, shadow_net: nn.Cell | None = None) -> dict[str, Parameter]:
     entries = {p.name: p for p in net.get_parameters()}
     if shadow_net is not None:
-        for raw, shadow in zip(net.get_parameters(), shadow_net.get_parameters(), strict=True):
-            entries[EMA_KEY + raw.name] = shadow
+        # EMA shadows are named "ema.<name>" (see effv2.training.ema)
+        for shadow in shadow_net.get_parameters():
+            entries[EMA_KEY + shadow.name.removeprefix("ema.")] = shadow
     return entries
 
 

@@ -32,7 +32,8 @@ class EMA(nn.Cell):
             if not param.name.startswith(EMA_PREFIX):
                 param.name = EMA_PREFIX + param.name
         values = averaged_parameters(net)
-        shadows = averaged_parameters(shadow_net)
+        by_name = {p.name: p for p in averaged_parameters(shadow_net)}
+        shadows = [by_name[EMA_PREFIX + value.name] for value in values]
         for value, shadow in zip(values, shadows, strict=True):
             shadow.set_data(value.data.copy())
         self.values = ParameterTuple(values)

@@ -23,6 +23,7 @@ from effv2.data.pipeline import build_eval_split, epoch_order, open_train_split,
 from effv2.errors import Interrupted, UserError
 from effv2.launch import ranks
 from effv2.models import build_model, model_summary
+from effv2.models.blocks import convert_to_sync_bn
 from effv2.training.checkpoint import model_entries, read_checkpoint, restore_state, save_atomic, state_entries
 from effv2.training.curves import plot_curves
 from effv2.training.ema import EMA
@@ -161,6 +162,8 @@ class Trainer:
         noise_seed = cfg.seed + 1_000_003 * self.ranks.rank
         self.net = build_model(cfg.model, seed=cfg.seed, noise_seed=noise_seed)
         log.info("model %s", model_summary(self.net, cfg.data.train_size))
+        if cfg.hardware.sync_bn and self.ranks.distributed:
+            log.info("SyncBatchNorm over %d devices in %d layers", self.world_size, convert_to_sync_bn(self.net))
         amp_level = cfg.hardware.amp_level
         forward_net = apply_amp(self.net, amp_level, run_dir)
         self.ema = None
