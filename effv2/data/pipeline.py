@@ -51,13 +51,11 @@ def _rows(split: ImageFolderSplit, indices: list[int]) -> ds.Dataset:
 
 @dataclass
 class LoadedSplit:
+    """An evaluation dataset with the split it reads and its batch size."""
+
     dataset: ds.Dataset
     split: ImageFolderSplit
     batch_size: int
-
-    @property
-    def num_batches(self) -> int:
-        return self.dataset.get_dataset_size()
 
 
 def resolve_root(data_cfg: Any) -> Path:
