@@ -139,3 +139,24 @@ def test_rank_table_generator(tmp_path: Path) -> None:
          "--out", str(out)], cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode == 2 and "no address_<id> line for devices [8, 9]" in bad.stderr
+
+
+def test_slurm_launcher_config_runs_one_task_per_node(monkeypatch) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    monkeypatch.setenv("MASTER_ADDR", "node-a")
+    overrides = [
+        "hydra/launcher=slurm", "hardware=ascend910_16p",
+        "hardware.node_rank=${oc.env:SLURM_NODEID}", "hardware.master_addr=${oc.env:MASTER_ADDR}",
+    ]  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["nodes"] == 2 and launcher["tasks_per_node"] == 1
+    assert any("MASTER_ADDR=" in line and "SLURM_JOB_NODELIST" in line for line in launcher["setup"])
+    assert cfg.hardware.node_rank == 1 and cfg.hardware.master_addr == "node-a"
