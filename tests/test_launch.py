@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import CONF_DIR, REPO, run_cli
+from effv2.config import register_configs
+
+register_configs()
 
 TWO_RANKS = ("hardware=cpu_2p", "train.epochs=1")
 
@@ -160,3 +163,34 @@ def test_slurm_launcher_config_runs_one_task_per_node(monkeypatch) -> None:
     assert launcher["nodes"] == 2 and launcher["tasks_per_node"] == 1
     assert any("MASTER_ADDR=" in line and "SLURM_JOB_NODELIST" in line for line in launcher["setup"])
     assert cfg.hardware.node_rank == 1 and cfg.hardware.master_addr == "node-a"
+
+
+def test_a_hung_rank_ends_the_job_within_the_timeout(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    overrides = [
+        "hardware=cpu_2p", "train.epochs=3", "hardware.master_port=8153", "launcher.hang_timeout=15",
+        f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *overrides], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    status = run_dir / "ranks" / "rank_1.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if status.exists() and '"heartbeat": true' in status.read_text():
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the job ended before a rank could be stopped"
+    pids = [json.loads((run_dir / "ranks" / f"rank_{r}.json").read_text())["pid"] for r in (0, 1)]
+    os.kill(pids[1], 19)  # SIGSTOP: alive but making no progress
+    stopped_at = time.monotonic()
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 2
+    assert time.monotonic() - stopped_at < 120
+    errors = [line for line in output.splitlines() if "error:" in line]
+    # the stopped rank, or the one blocked waiting for it at the same step: both stall together
+    assert len(errors) == 1 and "made no progress" in errors[0] and "launcher.hang_timeout=15" in errors[0]
+    assert "rank 1" in errors[0] or "rank 0" in errors[0]
+    time.sleep(1)
+    for pid in pids:  # no rank is left behind
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()

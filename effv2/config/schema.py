@@ -302,6 +302,9 @@ class LauncherConfig:
     dry_run: bool = False
     # seconds the ranks wait for each other to join (msrun --cluster_time_out)
     cluster_timeout: int = 120
+    # a rank whose training / evaluation makes no progress for this many seconds is taken as
+    # hung and the whole job is ended (0: never); watching starts after a rank's first step
+    hang_timeout: int = 1800
 
 
 @dataclass

@@ -11,11 +11,13 @@ cannot give the ranks different folders.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -132,6 +134,40 @@ def _failed_rank(run_dir: Path, output: str, ranks: list[int]) -> str:
     return f"see the logs in {run_dir / 'ranks'}"
 
 
+def _hung_rank(run_dir: Path, ranks: list[int], timeout: int) -> str | None:
+    """The stalest rank once any rank has made no progress for ``timeout`` seconds."""
+    if timeout <= 0:
+        return None
+    idle = {}
+    for rank in ranks:
+        status = rank_status_path(run_dir, rank)
+        try:
+            state = json.loads(status.read_text())
+            since = time.time() - status.stat().st_mtime
+        except (OSError, ValueError):
+            continue  # not written yet, or being rewritten right now
+        if state.get("heartbeat") and state.get("status") == "running":
+            idle[rank] = since
+    if not idle or max(idle.values()) <= timeout:
+        return None
+    rank = max(idle, key=idle.get)
+    log_file = run_dir / "ranks" / f"worker_{rank}.log"
+    others = "; the other ranks wait for it in their collectives" if len(idle) > 1 else ""
+    return (
+        f"rank {rank} made no progress for {idle[rank]:.0f} s (launcher.hang_timeout={timeout}){others}; see {log_file}"
+    )
+
+
+def _end_ranks(run_dir: Path, ranks: list[int]) -> None:
+    """msrun starts its workers in sessions of their own: end each rank by its recorded pid."""
+    for rank in ranks:
+        try:
+            pid = json.loads(rank_status_path(run_dir, rank).read_text())["pid"]
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError, KeyError):
+            continue
+
+
 def launch(cfg: Any, run_dir: Path) -> float:
     plans = plan(cfg, run_dir)
     local = [p for p in plans if p.node == cfg.hardware.node_rank]
@@ -151,10 +187,14 @@ def launch(cfg: Any, run_dir: Path) -> float:
             out_path = run_dir / "ranks" / f"msrun_node{process_plan.node}.log"
         out = out_path.open("w")
         env = {**os.environ, **{key: os.path.expandvars(value) for key, value in process_plan.env.items()}}
-        proc = subprocess.Popen(process_plan.command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # a session of its own, so ending the job ends msrun's workers too
+        proc = subprocess.Popen(
+            process_plan.command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         processes.append((process_plan, proc, out))
     failed = None
     while processes and failed is None:
+        failed = _hung_rank(run_dir, local_ranks, cfg.launcher.hang_timeout)
         for item in list(processes):
             process_plan, proc, out = item
             code = proc.poll()
@@ -169,10 +209,13 @@ def launch(cfg: Any, run_dir: Path) -> float:
                 else:
                     failed = _failed_rank(run_dir, output, process_plan.ranks)
         time.sleep(0.5)
-    for _, proc, out in processes:  # one rank failed: end the others
-        proc.kill()
+    for _, proc, out in processes:  # one rank failed or hung: end the others
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         out.close()
+    if failed:
+        _end_ranks(run_dir, local_ranks)
     if failed:
         raise UserError(
             f"hardware={cfg.hardware.name}: the job failed after {time.monotonic() - started:.0f} s: {failed}"

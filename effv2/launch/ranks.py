@@ -120,3 +120,23 @@ def write_rank_status(run_dir: Path, **fields) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(path.read_text()) if path.exists() else {}
     path.write_text(json.dumps({**previous, "rank": _current.rank, "pid": os.getpid(), **fields}))
+
+
+_beating = False
+
+
+def heartbeat(run_dir: Path) -> None:
+    """Show the launcher this rank is making progress: the status file's mtime, touched before
+    and after every step. When one rank hangs the others soon block in its collective, so the
+    rank that stopped first has the oldest mtime.
+
+    The first beat marks the status file, so the launcher only starts watching a rank once its
+    first step (and graph compile) is done."""
+    global _beating
+    if not _current.distributed:
+        return
+    if _beating:
+        os.utime(rank_status_path(run_dir, _current.rank))
+    else:
+        write_rank_status(run_dir, heartbeat=True)
+        _beating = True

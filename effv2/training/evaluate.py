@@ -6,11 +6,13 @@ and only the real rows are scored: no image is dropped (the seed scored 49,984 o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from mindspore import Tensor, nn
 
 from effv2.data.pipeline import LoadedSplit
-from effv2.launch.ranks import allreduce_sum
+from effv2.launch.ranks import allreduce_sum, heartbeat
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
@@ -19,7 +21,7 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int((top == labels[:, None]).any(axis=1).sum())
 
 
-def evaluate(net: nn.Cell, loaded: LoadedSplit) -> dict[str, float]:
+def evaluate(net: nn.Cell, loaded: LoadedSplit, heartbeat_dir: Path | None = None) -> dict[str, float]:
     net.set_train(False)
     correct1 = correct5 = seen = 0
     for images, labels in loaded.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
@@ -31,6 +33,8 @@ def evaluate(net: nn.Cell, loaded: LoadedSplit) -> dict[str, float]:
         correct1 += topk_correct(logits, labels, 1)
         correct5 += topk_correct(logits, labels, 5)
         seen += rows
+        if heartbeat_dir is not None:
+            heartbeat(heartbeat_dir)
     correct1, correct5, seen = (int(v) for v in allreduce_sum(np.array([correct1, correct5, seen], np.float64)))
     if seen != loaded.split.num_images:
         raise RuntimeError(f"evaluated {seen} images but {loaded.split.path} holds {loaded.split.num_images}")

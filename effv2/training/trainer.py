@@ -280,9 +280,12 @@ class Trainer:
                 targets = smoothed_one_hot(labels, cfg.model.num_classes, cfg.train.label_smoothing)
                 images, targets = self.mixer(images, targets, micro_index)
                 apply = (progress.micro_done + 1) % self.accumulation == 0
+                if progress.micro_done:  # not before the first step: its compile may take long
+                    ranks.heartbeat(self.run_dir)
                 loss, finite = self.step(Tensor(images), Tensor(targets), apply)
                 loss = float(loss.asnumpy())
                 progress.micro_done += 1
+                ranks.heartbeat(self.run_dir)
                 if not bool(finite.asnumpy()):
                     progress.overflow_steps += 1
                     if cfg.train.loss_scale.kind.name != "dynamic":
@@ -335,10 +338,10 @@ class Trainer:
         ranks.average_bn_statistics(self.net)
         if self.shadow_net is not None:
             ranks.average_bn_statistics(self.shadow_net)
-        val = evaluate(self.net, self.val_data)
+        val = evaluate(self.net, self.val_data, self.run_dir)
         metrics = {"val_top1": val["top1"], "val_top5": val["top5"]}
         if self.shadow_net is not None:
-            ema_val = evaluate(self.shadow_net, self.val_data)
+            ema_val = evaluate(self.shadow_net, self.val_data, self.run_dir)
             metrics.update(ema_val_top1=ema_val["top1"], ema_val_top5=ema_val["top5"])
         return metrics
 
