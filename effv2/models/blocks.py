@@ -70,44 +70,33 @@ class SqueezeExcite(nn.Cell):
         return 2 * self.channels * self.reduced
 
 
-class DropPath(nn.Cell):
-    """Stochastic depth: drops the whole residual branch per sample while training.
-
-    Kept samples are scaled by 1 / keep_prob like the official ``drop_connect``; the masks come
-    from :func:`counter_uniform`, so they are reproducible from the training step alone.
-    """
-
-    def __init__(self, rate: float, salt: int) -> None:
-        super().__init__()
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"drop path rate {rate} is outside [0, 1)")
-        self.rate = rate
-        self.salt = salt
-        self.key = salt_key(salt)
-
-    def construct(self, x, step):
-        if not self.training or self.rate <= 0.0:
-            return x
-        keep = counter_uniform((x.shape[0], 1, 1, 1), step, self.key) >= self.rate
-        return x * keep.astype(x.dtype) / (1.0 - self.rate)
-
-
 class CounterDropout(nn.Cell):
-    """Element-wise dropout with reproducible masks (see :mod:`effv2.models.noise`)."""
+    """Dropout with reproducible masks (see :mod:`effv2.models.noise`): element-wise, or whole
+    samples at once with ``per_sample=True``. Kept values are scaled by 1 / keep_prob."""
 
-    def __init__(self, rate: float, salt: int) -> None:
+    def __init__(self, rate: float, salt: int, per_sample: bool = False) -> None:
         super().__init__()
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"dropout rate {rate} is outside [0, 1)")
         self.rate = rate
         self.salt = salt
         self.key = salt_key(salt)
+        self.per_sample = per_sample
 
     def construct(self, x, step):
         if not self.training or self.rate <= 0.0:
             return x
-        keep = counter_uniform(x.shape, step, self.key) >= self.rate
+        shape = (x.shape[0], 1, 1, 1) if self.per_sample else x.shape
+        keep = counter_uniform(shape, step, self.key) >= self.rate
         return x * keep.astype(x.dtype) / (1.0 - self.rate)
+
+
+class DropPath(CounterDropout):
+    """Stochastic depth: drops the whole residual branch per sample while training, like the
+    official ``drop_connect``."""
+
+    def __init__(self, rate: float, salt: int) -> None:
+        super().__init__(rate, salt, per_sample=True)
 
 
 class _ResidualBlock(nn.Cell):
