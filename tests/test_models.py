@@ -8,7 +8,7 @@ import pytest
 from mindspore import Tensor, nn
 
 from effv2.models import VARIANTS, EfficientNetV2, init_weights
-from effv2.models.blocks import ConvBNAct, DropPath, FusedMBConv, MBConv
+from effv2.models.blocks import AdjustableDropout, ConvBNAct, DropPath, FusedMBConv, MBConv
 from effv2.models.noise import counter_uniform_numpy
 from effv2.models.registry import count_parameters
 
@@ -222,3 +222,19 @@ def test_sync_bn_conversion_keeps_parameters_and_names() -> None:
     assert isinstance(net.stem.bn, nn.SyncBatchNorm) and isinstance(net.blocks[5].dw.bn, nn.SyncBatchNorm)
     assert {p.name: id(p) for p in net.get_parameters()} == before
     assert net.stem.bn.eps == pytest.approx(1e-3) and net.stem.bn.momentum == pytest.approx(0.1)  # 1 - 0.9
+
+
+def test_head_dropout_rate_changes_without_a_stale_compiled_graph() -> None:
+    """Progressive learning sets the rate between stages; the compiled graph must see it."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    drop = AdjustableDropout(0.0, salt=3)
+    drop.set_train(True)
+    x = Tensor(np.ones((64, 1280), np.float32))
+    np.testing.assert_array_equal(drop(x, _step(0)).asnumpy(), x.asnumpy())
+    drop.set_rate(0.5)
+    out = drop(x, _step(0)).asnumpy()
+    assert set(np.unique(out)) == {0.0, 2.0}
+    expected = (counter_uniform_numpy((64, 1280), 0, 3) >= 0.5) / 0.5
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="outside"):
+        drop.set_rate(1.0)

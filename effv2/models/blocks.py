@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 
-from mindspore import nn, ops
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
 
 from effv2.models.noise import counter_uniform, salt_key
 
@@ -89,6 +91,34 @@ class CounterDropout(nn.Cell):
         shape = (x.shape[0], 1, 1, 1) if self.per_sample else x.shape
         keep = counter_uniform(shape, step, self.key) >= self.rate
         return x * keep.astype(x.dtype) / (1.0 - self.rate)
+
+
+class AdjustableDropout(nn.Cell):
+    """Element-wise :class:`CounterDropout` whose rate is a Parameter, so progressive learning
+    can change it between stages: a Python attribute is frozen into the compiled graph, and
+    MindSpore silently keeps running the cached graph with the old value."""
+
+    def __init__(self, rate: float, salt: int) -> None:
+        super().__init__()
+        self.rate = Parameter(Tensor(np.array([0.0], np.float32)), name="rate", requires_grad=False)
+        self.set_rate(rate)
+        self.key = salt_key(salt)
+
+    def set_rate(self, rate: float) -> None:
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate {rate} is outside [0, 1)")
+        self.rate.set_data(Tensor(np.array([rate], np.float32)))
+
+    @property
+    def current_rate(self) -> float:
+        return float(self.rate.asnumpy()[0])
+
+    def construct(self, x, step):
+        if not self.training:
+            return x
+        rate = self.rate.reshape(()).astype(x.dtype)
+        keep = counter_uniform(x.shape, step, self.key) >= rate.astype(ms.float32)
+        return x * keep.astype(x.dtype) / (1.0 - rate)
 
 
 class DropPath(CounterDropout):

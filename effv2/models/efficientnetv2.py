@@ -10,6 +10,8 @@ depend on them::
     blocks.<k>.project.conv.weight / .project.bn.*
     head.conv.weight, head.bn.*
     classifier.weight [classes, features], classifier.bias
+    dropout.rate                                   (the head dropout rate, a Parameter so that
+                                                    progressive learning changes it per stage)
     rng_step                                       (int64 training-step counter for the
                                                     reproducible dropout / stochastic depth masks)
 
@@ -23,7 +25,7 @@ import math
 import numpy as np
 from mindspore import Parameter, Tensor, nn
 
-from effv2.models.blocks import ConvBNAct, CounterDropout, FusedMBConv, MBConv
+from effv2.models.blocks import AdjustableDropout, ConvBNAct, FusedMBConv, MBConv
 from effv2.models.variants import VariantSpec
 
 
@@ -70,8 +72,9 @@ class EfficientNetV2(nn.Cell):
         self.blocks = nn.CellList(blocks)
         self.num_features = spec.round_channels(spec.head_channels)
         self.head = ConvBNAct(spec.round_channels(spec.stages[-1].out_channels), self.num_features, 1, **bn)
-        self.drop_rate = spec.dropout if drop_rate is None else drop_rate
-        self.dropout = CounterDropout(self.drop_rate, _salt(noise_seed, total_blocks))
+        self.dropout = AdjustableDropout(
+            spec.dropout if drop_rate is None else drop_rate, _salt(noise_seed, total_blocks)
+        )
         self.num_classes = num_classes
         self.classifier = nn.Dense(self.num_features, num_classes)
         self.rng_step = Parameter(Tensor(np.zeros((1,), np.int64)), name="rng_step", requires_grad=False)

@@ -21,8 +21,12 @@ def _ema_update_one(decay, shadow, value):
 
 
 def averaged_parameters(net: nn.Cell) -> list[Parameter]:
-    """Every floating-point parameter: weights and BN moving statistics, not the step counter."""
-    return [p for p in net.get_parameters() if p.dtype in (ms.float32, ms.float16)]
+    """Weights and BN moving statistics; not the step counter nor the dropout rate."""
+    return [
+        p
+        for p in net.get_parameters()
+        if p.dtype in (ms.float32, ms.float16) and (p.requires_grad or "moving_" in p.name)
+    ]
 
 
 class EMA(nn.Cell):
