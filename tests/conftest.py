@@ -7,6 +7,7 @@ is imported, so the cap is set here, before any test module imports it.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,29 @@ def digits_root(_cache_dir: Path) -> Path:
     from effv2.data.digits import materialise_digits
 
     return materialise_digits()
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ImageFolder of real digits small enough for runs that are all compile and no epoch:
+    10 classes, 8 training and 3 validation images each."""
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    for split, count in (("train", 8), ("val", 3)):
+        for class_dir in sorted((digits_root / split).iterdir()):
+            target = root / split / class_dir.name
+            target.mkdir(parents=True)
+            for image in sorted(class_dir.iterdir())[:count]:
+                shutil.copy(image, target / image.name)
+    return root
+
+
+def tiny_data(root: Path) -> tuple[str, ...]:
+    """Overrides that train on :func:`tiny_folder` at 32 px, 5 steps an epoch."""
+    return (
+        "data=imagefolder", f"data.root={root}", "data.num_classes=10", "data.batch_size=16",
+        "data.train_size=32", "data.eval_size=32", "data.train_crop=squash", "data.eval_crop=squash",
+        "data.hflip_prob=0",
+    )  # fmt: skip
 
 
 def run_cli(*overrides: str, timeout: float = 600, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

@@ -94,6 +94,11 @@ class BadImagePolicy(Enum):
     error = "error"
 
 
+class ProgressiveFormula(Enum):
+    paper = "paper"
+    official_code = "official_code"
+
+
 class Interpolation(Enum):
     bilinear = "bilinear"
     bicubic = "bicubic"
@@ -254,7 +259,32 @@ class HardwareConfig:
 
 @dataclass
 class ProgressiveConfig:
+    """Progressive learning (EfficientNetV2 Algorithm 1): training split into ``stages`` of equal
+    epochs, image size and regularisation growing from their min to their max.
+
+    paper:          value_i = min + (max - min) * i / (M - 1) for size and every regulariser
+    official_code:  size_k = int(min + (max - min) * (k + 1) / M) (the released code); the
+                    regularisers still ramp with i / (M - 1), like its np.linspace
+    Sizes are truncated to int like the released code; RandAugment magnitudes are rounded.
+    A regulariser whose min and max are null keeps its fixed value (model / data.augment).
+    """
+
     name: str = "none"
+    # 1: no progressive learning, every epoch at data.train_size
+    stages: int = 1
+    formula: ProgressiveFormula = ProgressiveFormula.paper
+    min_size: int = 128
+    max_size: int = "${data.train_size}"  # type: ignore[assignment]
+    # head dropout (model.drop_rate)
+    dropout_min: Optional[float] = None
+    dropout_max: Optional[float] = None
+    # RandAugment magnitude (data.augment.randaug_magnitude; needs randaug_layers > 0)
+    randaug_min: Optional[int] = None
+    randaug_max: Optional[int] = None
+    mixup_min: Optional[float] = None
+    mixup_max: Optional[float] = None
+    cutmix_min: Optional[float] = None
+    cutmix_max: Optional[float] = None
 
 
 @dataclass

@@ -9,6 +9,8 @@ from typing import Any
 
 EPOCH_COLUMNS = (
     "epoch",
+    "stage",
+    "image_size",
     "lr",
     "train_loss",
     "val_top1",

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from effv2.data.pipeline import build_eval_split, epoch_order, open_train_split, steps_per_epoch, train_epoch
 from effv2.errors import Interrupted, UserError
 from effv2.launch import ranks
-from effv2.models import build_model, model_summary
+from effv2.models import build_model, get_variant, model_summary
 from effv2.models.blocks import convert_to_sync_bn
 from effv2.training.checkpoint import model_entries, read_checkpoint, restore_state, save_atomic, state_entries
 from effv2.training.curves import plot_curves
@@ -33,6 +33,7 @@ from effv2.training.metrics import EpochLog, write_json
 from effv2.training.mixing import BatchMixer
 from effv2.training.optim import build_optimizer, scaled_lr
 from effv2.training.precision import apply_amp
+from effv2.training.progressive import Stage, build_schedule, format_schedule, stage_data_config, stage_of
 from effv2.training.schedules import learning_rates
 from effv2.training.step import TrainStep
 
@@ -134,6 +135,7 @@ class Trainer:
             raise UserError(f"train.accumulation_steps={train.accumulation_steps} must be a positive integer")
         if train.eval_interval <= 0:
             raise UserError(f"train.eval_interval={train.eval_interval} must be a positive integer")
+        self.schedule = build_schedule(cfg, default_dropout=get_variant(cfg.model.name).dropout)
         seed_everything(cfg.seed)
         self.workers = cfg.hardware.num_workers
         self.ranks = ranks.current()
@@ -185,9 +187,17 @@ class Trainer:
             else None,
         )
         self.shadow_net = self.ema.shadow_net if self.ema else None
-        self.mixer = BatchMixer(cfg.data.augment, cfg.seed + 7919 * self.ranks.rank)
+        self.stage: Stage | None = None  # set by _enter_stage at the first epoch
+        self.stage_data = cfg.data
+        self.mixer = BatchMixer(cfg.data.augment, self.mixer_seed)
         self.progress = Progress()
         self.stop = StopRequests()
+        if len(self.schedule) > 1:
+            log.info(
+                "progressive learning (%s, formula %s), %d stages:\n%s",
+                cfg.progressive.name, cfg.progressive.formula.name, len(self.schedule),
+                format_schedule(self.schedule, cfg.data.augment.randaug_layers > 0),
+            )  # fmt: skip
         log.info(
             "training %d epochs x %d steps (batch %d x %d devices x %d accumulation = %d), %s lr %.3g "
             "(%.3g per 256 images), amp %s, loss scale %s, EMA %s; %d train / %d val images",
@@ -196,6 +206,29 @@ class Trainer:
             f"{train.ema.decay}" if self.ema else "off", self.split.num_images, self.val_data.split.num_images,
         )  # fmt: skip
 
+    @property
+    def mixer_seed(self) -> int:
+        return self.cfg.seed + 7919 * self.ranks.rank
+
+    def _enter_stage(self, epoch: int) -> None:
+        """Switch data pipeline, dropout and mixing to the stage of ``epoch`` when it changes.
+        Compiled graphs are cached per input shape, so only a new image size compiles."""
+        stage = stage_of(self.schedule, epoch)
+        if stage == self.stage:
+            return
+        self.stage = stage
+        self.net.dropout.set_rate(stage.dropout)
+        self.stage_data = stage_data_config(self.cfg.data, stage)
+        self.mixer = BatchMixer(self.stage_data.augment, self.mixer_seed)
+        if len(self.schedule) > 1:
+            log.info(
+                "stage %d/%d (epochs %d-%d): image size %d, dropout %.3f, RandAugment magnitude %s, "
+                "mixup %.3f, cutmix %.3f",
+                stage.index + 1, len(self.schedule), stage.first_epoch, stage.last_epoch, stage.image_size,
+                stage.dropout, stage.randaug if self.cfg.data.augment.randaug_layers > 0 else "off",
+                stage.mixup, stage.cutmix,
+            )  # fmt: skip
+
     # ---- checkpoints -------------------------------------------------------------------
     def _meta(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
         return {
@@ -203,6 +236,8 @@ class Trainer:
             "num_classes": self.cfg.model.num_classes,
             "class_names": list(self.split.class_names),
             "eval_size": self.cfg.data.eval_size,
+            "stage": self.stage.index if self.stage else 0,
+            "schedule": [stage.as_row() for stage in self.schedule],
             "metrics": metrics or {},
             **self.progress.as_meta(),
         }
@@ -226,6 +261,8 @@ class Trainer:
                 f"resume={str(path)!r} is a {meta.get('variant')}/{meta.get('num_classes')} classes run; "
                 f"this config trains {self.cfg.model.name}/{self.cfg.model.num_classes} classes"
             )
+        if meta.get("schedule") != [stage.as_row() for stage in self.schedule]:
+            log.warning("resume: the progressive schedule differs from the one %s was trained with", path)
         progress = Progress(**{key: meta[key] for key in Progress().as_meta()})
         if progress.evaluated:
             progress.epoch, progress.micro_done, progress.evaluated = progress.epoch + 1, 0, False
@@ -266,13 +303,15 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
         progress = self.progress
+        self._enter_stage(epoch)
+        stage = self.stage
         ds.config.set_seed(cfg.seed * 100_003 + epoch)  # per-epoch augmentation stream
         batch = cfg.data.batch_size
         order = epoch_order(self.split, batch, cfg.seed, epoch)[: self.micro_per_epoch * batch]
         remaining = order[progress.micro_done * batch :]
         started = time.perf_counter()
         if len(remaining):
-            dataset = train_epoch(cfg.data, self.split, remaining, self.workers)
+            dataset = train_epoch(self.stage_data, self.split, remaining, self.workers, stage.image_size)
             bar = tqdm(total=self.micro_per_epoch, initial=progress.micro_done, desc=f"epoch {epoch}", disable=None)
             interval = cfg.train.checkpoint.recovery_interval
             for images, labels in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
@@ -308,6 +347,8 @@ class Trainer:
         trained = len(remaining) // cfg.data.batch_size
         return {
             "epoch": epoch,
+            "stage": stage.index,
+            "image_size": stage.image_size,
             "lr": float(self.lrs[epoch * self.steps_per_epoch - 1]),
             "train_loss": progress.loss_sum / progress.loss_count if progress.loss_count else "",
             "images_per_s": trained * cfg.data.batch_size * self.world_size / seconds if trained else "",
