@@ -1,0 +1,1 @@
+"""Multirun support: the per-job record and the sweep summary."""
