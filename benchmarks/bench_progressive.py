@@ -42,7 +42,8 @@ def train(name: str, overrides: list[str], run_dir: Path) -> dict:
         epochs = list(csv.DictReader(handle))
     stages: dict[int, dict] = {}
     for row in epochs:
-        stage = stages.setdefault(int(row["stage"]), {"image_size": int(row["image_size"]), "epochs": 0, "seconds": 0.0})
+        fresh = {"image_size": int(row["image_size"]), "epochs": 0, "seconds": 0.0}
+        stage = stages.setdefault(int(row["stage"]), fresh)
         stage["epochs"] += 1
         stage["seconds"] += float(row["seconds"])
     final = json.loads((run_dir / "metrics.json").read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF_DIR
+from conftest import CONF_DIR, one_line_error, run_cli
 from effv2.config import register_configs
 
 register_configs()
@@ -83,3 +83,9 @@ def test_in21k_pretraining_has_21843_classes() -> None:
 def test_none_experiment_keeps_group_defaults() -> None:
     cfg = _compose("experiment=none")
     assert cfg.optimizer.lr == 1e-3 and cfg.train.epochs == 10
+
+
+def test_seed_recipe_without_pretrained_weights_is_one_line(tmp_path) -> None:
+    result = run_cli("experiment=effnetv2_s_finetune", "data.root=/data/imagenet", f"hydra.run.dir={tmp_path}")
+    line = one_line_error(result)
+    assert "this configuration needs model.pretrained=<the converted ImageNet-21k checkpoint" in line

@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class TaskName(Enum):
@@ -20,6 +20,7 @@ class TaskName(Enum):
     eval = "eval"
     export = "export"
     infer = "infer"
+    convert = "convert"
 
 
 class DeviceTarget(Enum):
@@ -79,6 +80,11 @@ class InferBackend(Enum):
     ascend310 = "ascend310"
 
 
+class ConvertWeights(Enum):
+    ema = "ema"
+    raw = "raw"
+
+
 class OrtProvider(Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -123,6 +129,9 @@ class ModelConfig:
     bn_momentum: float = 0.9
     train_size: int = MISSING
     eval_size: int = MISSING
+    # an effv2 checkpoint (e.g. from task=convert) to start training from: loaded strictly,
+    # except that a classifier for another class count is re-initialised
+    pretrained: Optional[str] = None
 
 
 @dataclass
@@ -365,6 +374,17 @@ class InferConfig:
 
 
 @dataclass
+class ConvertConfig:
+    # an official TensorFlow checkpoint prefix (.../model for model.index + model.data-*), or a
+    # timm tf_efficientnetv2_* state dict (.safetensors, .pth, .bin)
+    source: Optional[str] = None
+    # the EMA weights (<name>/ExponentialMovingAverage, or timm's state_dict_ema) or the raw ones
+    weights: ConvertWeights = ConvertWeights.ema
+    # the .ckpt to write (a .json report lands beside it); null: <run folder>/<model>.ckpt
+    output: Optional[str] = None
+
+
+@dataclass
 class RunConfig:
     task: TaskConfig = MISSING
     model: ModelConfig = MISSING
@@ -377,6 +397,7 @@ class RunConfig:
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
     seed: int = 0
     # a checkpoint file for task=eval / export / infer
     ckpt: Optional[str] = None
@@ -384,7 +405,19 @@ class RunConfig:
     resume: Optional[str] = None
 
 
+class RequiredValue(Exception):
+    """Raised by ``${effv2.required:...}`` when a preset's required value was not given."""
+
+
+def _required(what: str) -> str:
+    raise RequiredValue(f"this configuration needs {what}")
+
+
 def register_configs() -> None:
+    # a preset marks a value the user must give: YAML "???" cannot, because merging "???" onto
+    # a group's default keeps the default
+    if not OmegaConf.has_resolver("effv2.required"):
+        OmegaConf.register_new_resolver("effv2.required", _required)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RunConfig)
     for name, node in {

@@ -7,6 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
+
+from effv2.config.schema import RequiredValue
+from effv2.errors import UserError
 from effv2.launch.device import check_device, configure_context, prepare_environment
 from effv2.launch.launcher import launch, needs_launch, print_plan
 
@@ -37,17 +42,44 @@ def _infer(cfg: Any, run_dir: Path) -> float:
     return run(cfg, run_dir)
 
 
+def _convert(cfg: Any, run_dir: Path) -> float:
+    from effv2.conversion.convert import run
+
+    return run(cfg, run_dir)
+
+
 TASKS: dict[str, Callable[[Any, Path], float]] = {
     "train": _train,
     "eval": _eval,
     "export": _export,
     "infer": _infer,
+    "convert": _convert,
 }
+
+
+def _check_complete(cfg: Any) -> None:
+    """Every value present and every interpolation resolvable, before any work starts."""
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as exc:
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None and not isinstance(cause, RequiredValue):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise UserError(str(cause)) from None
+        raise UserError(f"{exc.full_key}: {str(exc).splitlines()[0]}") from None
+    if missing:
+        raise UserError(f"no value for {', '.join(missing)}; give it on the command line ({missing[0]}=...)")
 
 
 def run_task(cfg: Any, run_dir: Path) -> float:
     """Prepare the process for the configured hardware, then run the task."""
     task = cfg.task.name.name
+    _check_complete(cfg)
+    if task == "convert":  # numpy and a checkpoint file: no device involved
+        prepare_environment(cfg.hardware)
+        return TASKS[task](cfg, run_dir)
     if cfg.launcher.dry_run:
         return print_plan(cfg, run_dir)
     if needs_launch(cfg.hardware):

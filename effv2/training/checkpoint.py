@@ -24,6 +24,8 @@ from effv2.errors import UserError
 EMA_KEY = "ema/"
 STATE_KEY = "state/"
 META_KEY = "effv2_meta"
+# model parameters that are training bookkeeping, not weights: a pretrained start ignores them
+BOOKKEEPING = ("rng_step", "dropout.rate")
 
 
 def model_entries(net: nn.Cell, shadow_net: nn.Cell | None = None) -> dict[str, Parameter]:
@@ -113,6 +115,32 @@ def load_weights(net: nn.Cell, path: str | Path, prefer_ema: bool = True) -> dic
         model_only = {name: params.get(EMA_KEY + name, value) for name, value in model_only.items()}
     _assign(expected, model_only)
     meta["weights"] = "ema" if use_ema else "raw"
+    return meta
+
+
+def load_pretrained(net: nn.Cell, path: str | Path) -> dict[str, Any]:
+    """Start from another run's or a converted checkpoint's weights (EMA when present). A
+    classifier for another class count keeps the fresh initialisation ``net`` was built with;
+    anything else must fit exactly."""
+    params, meta = read_checkpoint(path)
+    use_ema = any(name.startswith(EMA_KEY) for name in params)
+    found = {
+        name: params.get(EMA_KEY + name, value) if use_ema else value
+        for name, value in params.items()
+        if not name.startswith((EMA_KEY, STATE_KEY)) and name not in BOOKKEEPING
+    }
+    expected = {name: p for name, p in model_entries(net).items() if name not in BOOKKEEPING}
+    head = ("classifier.weight", "classifier.bias")
+    source_classes = tuple(found["classifier.weight"].shape)[0] if "classifier.weight" in found else None
+    reinitialised = source_classes is not None and source_classes != net.num_classes
+    if reinitialised:
+        found = {k: v for k, v in found.items() if k not in head}
+        expected = {k: v for k, v in expected.items() if k not in head}
+    _check_fit(Path(path), f"model {net.spec.name}", expected, found)
+    _assign(expected, found)
+    meta.update(
+        weights="ema" if use_ema else "raw", reinitialised_classifier=reinitialised, source_classes=source_classes
+    )
     return meta
 
 

@@ -24,7 +24,14 @@ from effv2.errors import Interrupted, UserError
 from effv2.launch import ranks
 from effv2.models import build_model, get_variant, model_summary
 from effv2.models.blocks import convert_to_sync_bn
-from effv2.training.checkpoint import model_entries, read_checkpoint, restore_state, save_atomic, state_entries
+from effv2.training.checkpoint import (
+    load_pretrained,
+    model_entries,
+    read_checkpoint,
+    restore_state,
+    save_atomic,
+    state_entries,
+)
 from effv2.training.curves import plot_curves
 from effv2.training.ema import EMA
 from effv2.training.evaluate import evaluate
@@ -164,6 +171,8 @@ class Trainer:
         noise_seed = cfg.seed + 1_000_003 * self.ranks.rank
         self.net = build_model(cfg.model, seed=cfg.seed, noise_seed=noise_seed)
         log.info("model %s", model_summary(self.net, cfg.data.train_size))
+        if cfg.model.pretrained and not cfg.resume:
+            self._load_pretrained(cfg.model.pretrained)
         if cfg.hardware.sync_bn and self.ranks.distributed:
             log.info("SyncBatchNorm over %d devices in %d layers", self.world_size, convert_to_sync_bn(self.net))
         amp_level = cfg.hardware.amp_level
@@ -205,6 +214,15 @@ class Trainer:
             self.global_batch, cfg.optimizer.name, base_lr, cfg.optimizer.lr, amp_level, train.loss_scale.kind.name,
             f"{train.ema.decay}" if self.ema else "off", self.split.num_images, self.val_data.split.num_images,
         )  # fmt: skip
+
+    def _load_pretrained(self, path: str) -> None:
+        meta = load_pretrained(self.net, path)
+        log.info("pretrained weights (%s) from %s", meta["weights"], path)
+        if meta["reinitialised_classifier"]:
+            log.info(
+                "classifier re-initialised: the checkpoint has %d classes, this model %d",
+                meta["source_classes"], self.net.num_classes,
+            )  # fmt: skip
 
     @property
     def mixer_seed(self) -> int:

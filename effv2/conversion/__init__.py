@@ -1,0 +1,1 @@
+"""Weight conversion: official TensorFlow checkpoints and timm state dicts into effv2 checkpoints."""
