@@ -1,5 +1,6 @@
 """Inference latency (batch 1) and throughput (batch 32): MindSpore graph, MINDIR and
-onnxruntime on our own export, side by side in one run, alternating.
+onnxruntime on our own export, and PyTorch eager on the same architecture
+(benchmarks/torch_reference.py, when torch is installed), side by side in one run, alternating.
 
     python benchmarks/bench_inference.py --variant effnetv2_s --size 224 --repeats 10
 """
@@ -21,6 +22,23 @@ from mindspore import Tensor, nn  # noqa: E402
 from effv2.models import VARIANTS, EfficientNetV2, init_weights  # noqa: E402
 
 
+def pytorch_candidate(variant: str, images: np.ndarray):
+    """PyTorch eager inference of the reference model, or None without torch."""
+    try:
+        import torch
+        import torch_reference
+    except ImportError:
+        return None
+    model = torch_reference.build(variant).eval()
+    batch = torch.from_numpy(images)
+
+    def run() -> None:
+        with torch.no_grad():
+            model(batch).numpy()
+
+    return run
+
+
 def measure(net: EfficientNetV2, batch: int, size: int, tmp: str, repeats: int) -> dict[str, dict]:
     images = np.random.default_rng(0).uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)
     stem = str(Path(tmp) / f"model_b{batch}")
@@ -30,14 +48,15 @@ def measure(net: EfficientNetV2, batch: int, size: int, tmp: str, repeats: int) 
     session = ort.InferenceSession(stem + ".onnx", providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: images}
     tensor = Tensor(images)
-    return interleaved_medians(
-        {
-            "mindspore_graph": lambda: net(tensor).asnumpy(),
-            "mindir": lambda: graph(tensor).asnumpy(),
-            "onnxruntime": lambda: session.run(None, feed),
-        },
-        repeats=repeats,
-    )
+    candidates = {
+        "mindspore_graph": lambda: net(tensor).asnumpy(),
+        "mindir": lambda: graph(tensor).asnumpy(),
+        "onnxruntime": lambda: session.run(None, feed),
+    }
+    pytorch = pytorch_candidate(net.spec.name, images)
+    if pytorch is not None:
+        candidates["pytorch_eager"] = pytorch
+    return interleaved_medians(candidates, repeats=repeats)
 
 
 def main() -> None:

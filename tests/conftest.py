@@ -21,6 +21,14 @@ CONF_DIR = REPO / "conf"
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _mindspore_on_cpu() -> None:
+    """The device is fixed once per process, before any test runs a kernel."""
+    import mindspore as ms
+
+    ms.set_device("CPU")
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tests materialise the digits into their own cache, never the user's."""
     cache = tmp_path_factory.mktemp("effv2-cache")

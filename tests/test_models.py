@@ -26,7 +26,6 @@ EXACT_PARAMS = {
 @pytest.fixture(autouse=True)
 def _graph_mode():
     ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device("CPU")
     yield
     ms.set_context(mode=ms.GRAPH_MODE)
 

@@ -123,8 +123,9 @@ def _csv(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def sweep(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     sweep_dir = tmp_path_factory.mktemp("sweep") / "grid"
+    # two jobs at a time through the joblib launcher (hydra/launcher=local_parallel)
     result = run_cli(
-        "-m", *tiny_data(tiny_folder), *PROGRESSIVE,
+        "-m", *tiny_data(tiny_folder), *PROGRESSIVE, "hydra/launcher=local_parallel", "hardware.num_workers=1",
         "progressive.max_size=24,32", "progressive.dropout_max=0.2,0.4", f"hydra.sweep.dir={sweep_dir}",
     )  # fmt: skip
     return sweep_dir, result
@@ -171,7 +172,10 @@ def test_sigterm_in_the_second_stage_then_resume_equals_the_uninterrupted_job(
 ) -> None:
     sweep_dir, _ = sweep
     reference = sweep_dir / "3"  # max_size 32, dropout_max 0.4
-    overrides = (*tiny_data(tiny_folder), *PROGRESSIVE, "progressive.max_size=32", "progressive.dropout_max=0.4")
+    overrides = (
+        *tiny_data(tiny_folder), *PROGRESSIVE, "hardware.num_workers=1", "progressive.max_size=32",
+        "progressive.dropout_max=0.4",
+    )  # fmt: skip
     stopped = tmp_path / "stopped"
     proc = subprocess.Popen(
         [sys.executable, "run.py", *overrides, f"hydra.run.dir={stopped}"],

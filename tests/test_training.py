@@ -29,7 +29,6 @@ from effv2.training.step import TrainStep
 @pytest.fixture(autouse=True)
 def _cpu_graph():
     ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device("CPU")
 
 
 def _sched(name: str, warmup_epochs: float = 0.0, **kw) -> SimpleNamespace:

@@ -19,6 +19,8 @@ EPOCH_COLUMNS = (
     "ema_val_top5",
     "images_per_s",
     "seconds",
+    # the fraction of the epoch's seconds spent waiting for the data pipeline
+    "data_wait",
     "overflow_steps",
     "loss_scale",
 )

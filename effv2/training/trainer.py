@@ -328,11 +328,14 @@ class Trainer:
         order = epoch_order(self.split, batch, cfg.seed, epoch)[: self.micro_per_epoch * batch]
         remaining = order[progress.micro_done * batch :]
         started = time.perf_counter()
+        waited = 0.0
         if len(remaining):
             dataset = train_epoch(self.stage_data, self.split, remaining, self.workers, stage.image_size)
             bar = tqdm(total=self.micro_per_epoch, initial=progress.micro_done, desc=f"epoch {epoch}", disable=None)
             interval = cfg.train.checkpoint.recovery_interval
+            ready = time.perf_counter()
             for images, labels in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+                waited += time.perf_counter() - ready  # the step waited this long for its batch
                 micro_index = (epoch - 1) * self.micro_per_epoch + progress.micro_done
                 targets = smoothed_one_hot(labels, cfg.model.num_classes, cfg.train.label_smoothing)
                 images, targets = self.mixer(images, targets, micro_index)
@@ -360,6 +363,7 @@ class Trainer:
                 if apply and self.stop.signal_number is not None:
                     bar.close()
                     self._interrupt(epoch, step_index + 1)
+                ready = time.perf_counter()
             bar.close()
         seconds = time.perf_counter() - started
         trained = len(remaining) // cfg.data.batch_size
@@ -373,6 +377,7 @@ class Trainer:
             "overflow_steps": progress.overflow_steps,
             "loss_scale": float(self.step.scale.asnumpy()[0]),
             "seconds": seconds,
+            "data_wait": waited / seconds if trained else "",
         }
 
     def _interrupt(self, epoch: int, steps_done: int) -> None:
@@ -429,10 +434,11 @@ class Trainer:
                 self.epoch_log.append(row)
                 plot_curves(self.epoch_log.rows(), self.run_dir / "curves.png")
             log.info(
-                "epoch %d/%d  loss %s  lr %.3g  %s%s img/s  %.1f s",
+                "epoch %d/%d  loss %s  lr %.3g  %s%s img/s  %.1f s  (%s of it waiting for data)",
                 epoch, epochs, _fmt(row["train_loss"], ".4f"), row["lr"],
                 "".join(f"{k} {row[k]:.2f}  " for k in ("val_top1", "val_top5", "ema_val_top1") if k in row),
                 _fmt(row["images_per_s"], ".1f"), row["seconds"],
+                f"{row['data_wait']:.0%}" if isinstance(row["data_wait"], float) else "-",
             )  # fmt: skip
             self.progress.micro_done, self.progress.evaluated = 0, False
             self.progress.loss_sum, self.progress.loss_count = 0.0, 0

@@ -1,0 +1,77 @@
+"""MindSpore CPU settings, each measured against the default in one run (alternating steps
+between one worker process per setting, medians): the oneDNN ISA cap, jit level, thread
+count, and the compile cache across processes.
+
+    python benchmarks/bench_levers.py --variant effnetv2_b0 --size 128 --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_train import Worker  # noqa: E402
+from common import write_results  # noqa: E402
+
+# label -> (environment, jit level); the default is effv2's own CPU setting
+SETTINGS = {
+    "default (ISA cap AVX2, O0, 2 threads)": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "O0"),
+    "ISA cap AVX512_CORE": ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, "O0"),
+    "ISA cap AVX512_CORE_BF16": ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, "O0"),
+    "ISA cap AVX512_CORE_AMX": ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "O0"),
+    "no ISA cap (ALL)": ({"ONEDNN_MAX_CPU_ISA": "ALL"}, "O0"),
+    "jit_level O1 (graph-kernel fusion)": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "O1"),
+    "1 thread (OMP_NUM_THREADS=1)": ({"ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}, "O0"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="effnetv2_b0")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/levers.json")
+    args = parser.parse_args()
+    rows = []
+    workers = []
+    for label, (env, jit_level) in SETTINGS.items():
+        try:
+            workers.append(Worker("mindspore", args.variant, args.size, args.batch, jit_level, env=env, label=label))
+        except SystemExit as exc:  # a setting MindSpore refuses is a result too
+            rows.append({"setting": label, "error": str(exc)})
+    times: dict[str, list[float]] = {w.framework: [] for w in workers}
+    for r in range(args.repeats):
+        for w in workers if r % 2 == 0 else workers[::-1]:
+            times[w.framework].append(w.step())
+    base = statistics.median(times[workers[0].framework])
+    for w in workers:
+        median = statistics.median(times[w.framework])
+        rows.append({"setting": w.framework, "step_median_s": median, "ratio_to_default": median / base,
+                     "first_step_s": w.first["first_step_s"], "peak_rss_mb": w.close()})  # fmt: skip
+    # the compile cache: the same step compiled by a fresh process, then by another one reusing the cache
+    with tempfile.TemporaryDirectory() as cache:
+        for label in ("compile cache: cold", "compile cache: warm (second process)"):
+            env = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+            extra = ("--compile-cache", cache)
+            worker = Worker("mindspore", args.variant, args.size, args.batch, "O0", env=env, extra=extra, label=label)
+            median = statistics.median(worker.step() for _ in range(args.repeats))
+            rows.append({"setting": label, "step_median_s": median, "ratio_to_default": median / base,
+                         "first_step_s": worker.first["first_step_s"], "peak_rss_mb": worker.close()})  # fmt: skip
+    table = [["setting", "step ms", "x default", "first step (compile) s"]]
+    for row in rows:
+        if "error" in row:
+            table.append([row["setting"], "failed", "-", row["error"][:60]])
+            continue
+        table.append([row["setting"], f"{row['step_median_s'] * 1000:.0f}", f"{row['ratio_to_default']:.2f}",
+                      f"{row['first_step_s']:.1f}"])  # fmt: skip
+    write_results(Path(args.out), {"config": vars(args), "results": rows}, table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Training step time and throughput: effv2 on MindSpore (the product's compiled TrainStep with
+TF-style RMSProp) against the same architecture in PyTorch eager (benchmarks/torch_reference.py,
+torch.optim.RMSprop), side by side in one run.
+
+Each framework lives in its own worker process for the whole measurement (so thread pools and
+memory never mix, and peak memory is per framework); the parent alternates single steps
+between them and reports medians. The first MindSpore step includes graph compilation, which is
+reported separately (first step minus the median step).
+
+    python benchmarks/bench_train.py --variants effnetv2_s,effnetv2_b0 --sizes 128,224 --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import write_results  # noqa: E402
+
+CLASSES = 1000
+
+
+def _batch(batch: int, size: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)
+    labels = rng.integers(0, CLASSES, batch)
+    return images, labels
+
+
+def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile_cache: str | None):
+    import mindspore as ms
+    import numpy as np
+    from mindspore import Tensor
+    from omegaconf import OmegaConf
+
+    from effv2.config.schema import LossScaleConfig, RMSPropConfig
+    from effv2.models import VARIANTS, EfficientNetV2, init_weights
+    from effv2.training.loss import SoftTargetCrossEntropy, smoothed_one_hot
+    from effv2.training.optim import build_optimizer
+    from effv2.training.step import TrainStep
+
+    ms.set_context(mode=ms.GRAPH_MODE, jit_config={"jit_level": jit_level})
+    if compile_cache:
+        ms.set_context(enable_compile_cache=True, compile_cache_path=compile_cache)
+    ms.set_device("CPU")
+    net = EfficientNetV2(VARIANTS[variant], num_classes=CLASSES)
+    init_weights(net, 0)
+    optimizer_cfg = OmegaConf.structured(RMSPropConfig(lr=0.016, weight_decay=1e-5))
+    optimizer = build_optimizer(optimizer_cfg, net.trainable_params(), np.full(1_000_000, 1e-3, np.float32))
+    loss_scale = OmegaConf.structured(LossScaleConfig())
+    step = TrainStep(net, net, SoftTargetCrossEntropy(), optimizer, clip_grad_norm=None, loss_scale=loss_scale)
+    step.set_train(True)
+    images, labels = _batch(batch, size)
+    images, targets = Tensor(images), Tensor(smoothed_one_hot(labels, CLASSES, 0.1))
+
+    def run() -> None:
+        loss, _ = step(images, targets, True)
+        loss.asnumpy()
+
+    return run
+
+
+def _pytorch_step(variant: str, size: int, batch: int):
+    import torch
+    import torch_reference
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = torch_reference.build(variant, CLASSES).train()
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, momentum=0.9, eps=1e-3, weight_decay=1e-5)
+    images, labels = _batch(batch, size)
+    images, labels = torch.from_numpy(images), torch.from_numpy(labels)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def run() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+
+    return run
+
+
+def worker(framework: str, variant: str, size: int, batch: int, jit_level: str, compile_cache: str | None) -> None:
+    """Build, take the first step, then one step per "step" line on stdin; "quit" ends."""
+    started = time.perf_counter()
+    if framework == "mindspore":
+        run = _mindspore_step(variant, size, batch, jit_level, compile_cache)
+    else:
+        run = _pytorch_step(variant, size, batch)
+    built = time.perf_counter()
+    run()
+    print(json.dumps({"build_s": built - started, "first_step_s": time.perf_counter() - built}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        t0 = time.perf_counter()
+        run()
+        print(json.dumps({"step_s": time.perf_counter() - t0}), flush=True)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": peak_mb}), flush=True)
+
+
+class Worker:
+    """One framework's training step in its own process; ``env`` and ``extra`` vary its settings."""
+
+    def __init__(
+        self, framework: str, variant: str, size: int, batch: int, jit_level: str = "O0",
+        env: dict[str, str] | None = None, extra: tuple[str, ...] = (), label: str | None = None,
+    ) -> None:  # fmt: skip
+        self.framework = label or framework
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", framework, "--variants", variant, "--sizes", str(size),
+             "--batch", str(batch), "--jit-level", jit_level, *extra],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(HERE.parent), **(env or {})},
+        )  # fmt: skip
+        self.first = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.framework} worker died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def step(self) -> float:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        return self._read()["step_s"]
+
+    def close(self) -> float:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        peak = self._read()["peak_rss_mb"]
+        self.proc.wait()
+        return peak
+
+
+def measure(variant: str, size: int, batch: int, repeats: int, jit_level: str) -> list[dict]:
+    workers = [Worker(name, variant, size, batch, jit_level) for name in ("mindspore", "pytorch")]
+    for w in workers:
+        w.step()  # warm-up beyond the first step
+    times: dict[str, list[float]] = {w.framework: [] for w in workers}
+    for r in range(repeats):
+        for w in workers if r % 2 == 0 else workers[::-1]:
+            times[w.framework].append(w.step())
+    rows = []
+    for w in workers:
+        median = statistics.median(times[w.framework])
+        rows.append({
+            "variant": variant, "size": size, "batch": batch, "framework": w.framework,
+            "step_median_s": median, "step_min_s": min(times[w.framework]), "images_per_s": batch / median,
+            "first_step_s": w.first["first_step_s"], "compile_s": max(w.first["first_step_s"] - median, 0.0),
+            "peak_rss_mb": w.close(), "runs": repeats,
+        })  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default="effnetv2_s,effnetv2_b0")
+    parser.add_argument("--sizes", default="128,224")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--jit-level", default="O0", help="MindSpore jit_level (O0, O1)")
+    parser.add_argument("--out", default="benchmarks/results/train.json")
+    parser.add_argument("--compile-cache", help="MindSpore compile cache folder (enable_compile_cache)")
+    parser.add_argument("--worker", choices=["mindspore", "pytorch"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+        worker(args.worker, args.variants, int(args.sizes), args.batch, args.jit_level, args.compile_cache)
+        return
+    rows = []
+    for variant in args.variants.split(","):
+        for size in (int(s) for s in args.sizes.split(",")):
+            rows += measure(variant, size, args.batch, args.repeats, args.jit_level)
+            print(f"{variant} {size}px done", file=sys.stderr)
+    table = [["variant", "px", "framework", "step ms", "img/s", "compile s", "peak MB", "x PyTorch"]]
+    for row in rows:
+        peer = next(
+            r for r in rows if (r["variant"], r["size"], r["framework"]) == (row["variant"], row["size"], "pytorch")
+        )
+        row["ratio_to_pytorch"] = row["step_median_s"] / peer["step_median_s"]
+        table.append([row["variant"], str(row["size"]), row["framework"], f"{row['step_median_s'] * 1000:.0f}",
+                      f"{row['images_per_s']:.1f}", f"{row['compile_s']:.1f}", f"{row['peak_rss_mb']:.0f}",
+                      f"{row['ratio_to_pytorch']:.2f}"])  # fmt: skip
+    payload = {"config": {k: v for k, v in vars(args).items() if k not in ("worker", "compile_cache")}, "results": rows}
+    write_results(Path(args.out), payload, table)
+
+
+if __name__ == "__main__":
+    main()
