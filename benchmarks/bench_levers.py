@@ -36,11 +36,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", help="comma-separated beginnings of the settings to run (default: all)")
     parser.add_argument("--out", default="benchmarks/results/levers.json")
     args = parser.parse_args()
     rows = []
     workers = []
+    chosen = [p.strip() for p in args.only.split(",")] if args.only else None
+
+    def wanted(label: str) -> bool:
+        return chosen is None or any(label.startswith(prefix) for prefix in chosen)
+
     for label, (env, jit_level) in SETTINGS.items():
+        if not wanted(label):
+            continue
         try:
             workers.append(Worker("mindspore", args.variant, args.size, args.batch, jit_level, env=env, label=label))
         except SystemExit as exc:  # a setting MindSpore refuses is a result too
@@ -57,6 +65,8 @@ def main() -> None:
     # the compile cache: the same step compiled by a fresh process, then by another one reusing the cache
     with tempfile.TemporaryDirectory() as cache:
         for label in ("compile cache: cold", "compile cache: warm (second process)"):
+            if not wanted(label):
+                continue
             env = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
             extra = ("--compile-cache", cache)
             worker = Worker("mindspore", args.variant, args.size, args.batch, "O0", env=env, extra=extra, label=label)

@@ -10,14 +10,17 @@ from pathlib import Path
 from conftest import REPO, tiny_data
 
 
+def _bench(script: str, out: Path, *args: str) -> dict:
+    """Run ``benchmarks/<script>`` with ``args`` and return the JSON it wrote to ``out``."""
+    command = [sys.executable, f"benchmarks/{script}", *args, "--out", str(out)]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, timeout=600)
+    return json.loads(out.read_text())
+
+
 def test_inference_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "inference.json"
-    subprocess.run(
-        [sys.executable, "benchmarks/bench_inference.py", "--variant", "effnetv2_b0", "--size", "32",
-         "--batches", "1,2", "--repeats", "2", "--out", str(out)],
-        cwd=REPO, check=True, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    payload = json.loads(out.read_text())
+    payload = _bench("bench_inference.py", out, "--variant", "effnetv2_b0", "--size", "32", "--batches", "1,2",
+                     "--repeats", "2")  # fmt: skip
     assert {(r["batch"], r["backend"]) for r in payload["results"]} == {
         (b, name) for b in (1, 2) for name in ("mindspore_graph", "mindir", "onnxruntime", "pytorch_eager")
     }
@@ -27,12 +30,8 @@ def test_inference_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
 
 def test_progressive_benchmark_runs_and_writes_json(tiny_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "progressive.json"
-    subprocess.run(
-        [sys.executable, "benchmarks/bench_progressive.py", "--size", "32", "--epochs", "2", "--stages", "2",
-         "--out", str(out), "--", *tiny_data(tiny_folder)],
-        cwd=REPO, check=True, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    payload = json.loads(out.read_text())
+    payload = _bench("bench_progressive.py", out, "--size", "32", "--epochs", "2", "--stages", "2",
+                     "--", *tiny_data(tiny_folder))  # fmt: skip
     fixed, progressive = payload["results"]["fixed"], payload["results"]["progressive"]
     assert [s["image_size"] for s in fixed["stages"]] == [32]
     assert [(s["image_size"], s["epochs"]) for s in progressive["stages"]] == [(16, 1), (32, 1)]
@@ -41,13 +40,8 @@ def test_progressive_benchmark_runs_and_writes_json(tiny_folder: Path, tmp_path:
 
 
 def test_train_benchmark_runs_both_frameworks_and_writes_json(tmp_path: Path) -> None:
-    out = tmp_path / "train.json"
-    subprocess.run(
-        [sys.executable, "benchmarks/bench_train.py", "--variants", "effnetv2_b0", "--sizes", "32", "--batch", "2",
-         "--repeats", "2", "--out", str(out)],
-        cwd=REPO, check=True, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    rows = json.loads(out.read_text())["results"]
+    rows = _bench("bench_train.py", tmp_path / "train.json", "--variants", "effnetv2_b0", "--sizes", "32",
+                  "--batch", "2", "--repeats", "2")["results"]  # fmt: skip
     assert {r["framework"] for r in rows} == {"mindspore", "pytorch"}
     for row in rows:
         assert row["step_median_s"] > 0 and row["images_per_s"] > 0 and row["peak_rss_mb"] > 100
@@ -56,13 +50,16 @@ def test_train_benchmark_runs_both_frameworks_and_writes_json(tmp_path: Path) ->
 
 
 def test_data_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
-    out = tmp_path / "data.json"
-    subprocess.run(
-        [sys.executable, "benchmarks/bench_data.py", "--sizes", "32", "--per-class", "4", "--batch", "8",
-         "--source-size", "64", "--out", str(out)],
-        cwd=REPO, check=True, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    (row,) = json.loads(out.read_text())["results"]
+    (row,) = _bench("bench_data.py", tmp_path / "data.json", "--sizes", "32", "--per-class", "4", "--batch", "8",
+                    "--source-size", "64")["results"]  # fmt: skip
     assert row["pipeline_images_per_s"] > 0 and row["training_images_per_s"] > 0
     assert 0.0 <= row["data_wait"] < 1.0
     assert row["headroom"] == row["pipeline_images_per_s"] / row["training_images_per_s"]
+
+
+def test_levers_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    rows = _bench("bench_levers.py", tmp_path / "levers.json", "--size", "32", "--batch", "2", "--repeats", "2",
+                  "--only", "default,jit_level O1")["results"]  # fmt: skip
+    assert [r["setting"] for r in rows][0].startswith("default")
+    assert rows[0]["ratio_to_default"] == 1.0 and len(rows) == 2
+    assert all(r.get("step_median_s", 1) > 0 for r in rows)

@@ -63,7 +63,11 @@ class TrainStep(nn.Cell):
         self.clip = clip_grad_norm is not None
         self.clip_value = float(clip_grad_norm or 0.0)
         self.dynamic_scale = loss_scale.kind.name == "dynamic"
-        initial = 1.0 if loss_scale.kind.name == "none" else float(loss_scale.value)
+        # without a loss scale the unscaling and the per-gradient overflow check are skipped:
+        # profiled on CPU they cost ~15 % of a B0 step (one Div, IsFinite and ReduceAll per
+        # parameter), and a non-finite loss already reveals a divergence
+        self.scaled = loss_scale.kind.name != "none"
+        initial = float(loss_scale.value) if self.scaled else 1.0
         self.scale = Parameter(Tensor(np.array([initial], np.float32)), name="loss_scale.value", requires_grad=False)
         self.good_steps = Parameter(Tensor(np.array([0], np.int32)), name="loss_scale.good_steps", requires_grad=False)
         self.scale_factor = float(loss_scale.factor)
@@ -80,7 +84,10 @@ class TrainStep(nn.Cell):
 
     def _scaled_loss(self, images, targets):
         logits = self.forward_net(images).astype(ms.float32)
-        return self.loss_fn(logits, targets) * self.scale.reshape(())
+        loss = self.loss_fn(logits, targets)
+        if self.scaled:
+            loss = loss * self.scale.reshape(())
+        return loss
 
     def _update_scale(self, finite):
         if self.dynamic_scale:
@@ -102,10 +109,11 @@ class TrainStep(nn.Cell):
         return loss
 
     def construct(self, images, targets, apply_update: bool = True):
-        scaled_loss, grads = self.grad_fn(images, targets)
-        scale = self.scale.reshape(())
-        loss = scaled_loss / scale
-        grads = self.hyper_map(ops.partial(_unscale, scale), grads)
+        loss, grads = self.grad_fn(images, targets)
+        if self.scaled:
+            scale = self.scale.reshape(())
+            loss = loss / scale
+            grads = self.hyper_map(ops.partial(_unscale, scale), grads)
         if self.has_reducer:
             grads = self.grad_reducer(grads)
         if self.accumulation_steps > 1:
@@ -115,8 +123,11 @@ class TrainStep(nn.Cell):
             if not apply_update:
                 ops.assign_add(self.net.rng_step, ops.ones_like(self.net.rng_step))
                 return loss, ops.ones((), ms.bool_)
-        finite = ms.amp.all_finite(grads)
-        self._update_scale(finite.reshape((1,)))
+        if self.scaled:
+            finite = ms.amp.all_finite(grads)
+            self._update_scale(finite.reshape((1,)))
+        else:
+            finite = ops.isfinite(loss)
         if self.clip:
             grads = ops.clip_by_global_norm(grads, self.clip_value)
         if self.dynamic_scale:
