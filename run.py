@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> float:
     output_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return run_task(cfg, output_dir)
+        return run_task(cfg, output_dir, multirun)
     except Interrupted as exc:
         kept = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
         command = " ".join(["python run.py", *kept, f"resume={output_dir}"])

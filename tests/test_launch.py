@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONF_DIR, REPO, run_cli
+from conftest import CONF_DIR, REPO, run_cli, tiny_data
 from effv2.config import register_configs
 
 register_configs()
@@ -194,3 +194,31 @@ def test_a_hung_rank_ends_the_job_within_the_timeout(tmp_path: Path) -> None:
     time.sleep(1)
     for pid in pids:  # no rank is left behind
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_compile_cache_key_separates_configurations() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from effv2.config import register_configs
+    from effv2.launch.compile_cache import cache_key
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        base = cache_key(compose(config_name="config"))
+        assert cache_key(compose(config_name="config", overrides=["ckpt=/a.ckpt", "resume=/r"])) == base
+        for other in ("model=effnetv2_s", "data.train_size=48", "seed=1", "hardware.amp_level=O2"):
+            assert cache_key(compose(config_name="config", overrides=[other])) != base, other
+
+
+def test_a_second_identical_run_reuses_the_compiled_graphs(tiny_folder: Path, tmp_path: Path) -> None:
+    overrides = (*tiny_data(tiny_folder), "train.epochs=1", "hardware.compile_cache=true")
+    results = [run_cli(*overrides, f"hydra.run.dir={tmp_path / f'run{i}'}") for i in (1, 2)]
+    for result in results:
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "Use the compilation cache" not in results[0].stdout + results[0].stderr
+    assert "Use the compilation cache" in results[1].stdout + results[1].stderr
+    first, second = ((tmp_path / f"run{i}" / "metrics.csv").read_text().splitlines() for i in (1, 2))
+    columns = first[0].split(",")
+    for key in ("train_loss", "val_top1", "val_top5"):
+        index = columns.index(key)
+        assert first[1].split(",")[index] == second[1].split(",")[index], key

@@ -255,6 +255,9 @@ class HardwareConfig:
     amp_level: str = "O0"
     sync_bn: bool = False
     num_workers: int = 2
+    # reuse compiled graphs across runs of the very same configuration (MindSpore's compile
+    # cache, one folder per configuration under $EFFV2_CACHE/compile; see README)
+    compile_cache: bool = False
     launch: LaunchMethod = LaunchMethod.none
     # False for hardware that only runs exported models (Ascend 310)
     can_train: bool = True

@@ -26,11 +26,13 @@ def load_run_config(run_dir: Path):
 
 def main(run_dir: Path) -> int:
     cfg = load_run_config(run_dir)
+    from effv2.launch.compile_cache import enable_compile_cache
     from effv2.launch.device import configure_context, prepare_environment
     from effv2.launch.ranks import init_ranks, write_rank_status
 
     prepare_environment(cfg.hardware)
     configure_context(cfg.hardware)
+    enable_compile_cache(cfg)
     info = init_ranks()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if info.is_main:

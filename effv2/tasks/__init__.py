@@ -12,6 +12,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 from effv2.config.schema import RequiredValue
 from effv2.errors import UserError
+from effv2.launch.compile_cache import enable_compile_cache
 from effv2.launch.device import check_device, configure_context, prepare_environment
 from effv2.launch.launcher import launch, needs_launch, print_plan
 
@@ -73,7 +74,7 @@ def _check_complete(cfg: Any) -> None:
         raise UserError(f"no value for {', '.join(missing)}; give it on the command line ({missing[0]}=...)")
 
 
-def run_task(cfg: Any, run_dir: Path) -> float:
+def run_task(cfg: Any, run_dir: Path, multirun: bool = False) -> float:
     """Prepare the process for the configured hardware, then run the task."""
     task = cfg.task.name.name
     _check_complete(cfg)
@@ -88,4 +89,5 @@ def run_task(cfg: Any, run_dir: Path) -> float:
     prepare_environment(cfg.hardware)
     check_device(cfg.hardware, task)
     configure_context(cfg.hardware)
+    enable_compile_cache(cfg, multirun)
     return TASKS[task](cfg, run_dir)
