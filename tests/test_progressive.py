@@ -91,20 +91,34 @@ def test_without_progressive_one_stage_at_the_fixed_values() -> None:
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (("progressive.stages=8",), "progressive.stages=8 needs at least as many epochs"),
-        (("progressive.min_size=64",), "progressive.min_size=64 exceeds progressive.max_size=32"),
-        (("progressive.min_size=16", "progressive.dropout_min=null"), "set both progressive.dropout_min"),
+        (("progressive=paper", "progressive.stages=8"), "progressive.stages=8 needs at least as many epochs"),
+        (("progressive=paper", "progressive.min_size=64"), "progressive.min_size=64 exceeds progressive.max_size=32"),
         (
-            ("progressive.min_size=16", "progressive.dropout_max=1.0"),
+            ("progressive=paper", "progressive.min_size=16", "progressive.dropout_min=null"),
+            "set both progressive.dropout_min",
+        ),
+        (
+            ("progressive=paper", "progressive.min_size=16", "progressive.dropout_max=1.0"),
             "progressive.dropout_max=1.0 is outside [0.0, 1.0)",
         ),
-        (("progressive.min_size=16", "progressive.randaug_max=31"), "progressive.randaug_max=31 is outside [0, 30]"),
-        (("progressive.min_size=16", "data.augment.randaug_layers=0"), "but data.augment.randaug_layers=0"),
+        (
+            ("progressive=paper", "progressive.min_size=16", "progressive.randaug_max=31"),
+            "progressive.randaug_max=31 is outside [0, 30]",
+        ),
+        (
+            ("progressive=paper", "progressive.min_size=16", "data.augment.randaug_layers=0"),
+            "but data.augment.randaug_layers=0",
+        ),
+        (
+            ("progressive=none", "progressive.max_size=24"),
+            "progressive.max_size=24 has no effect with progressive.stages=1",
+        ),
+        (("progressive=none", "progressive.dropout_max=0.3"), "progressive.dropout_max=0.3 has no effect"),
     ],
 )
 def test_bad_progressive_settings_are_named(overrides: tuple[str, ...], message: str) -> None:
     with pytest.raises(UserError, match=re.escape(message)):
-        _schedule("progressive=paper", *overrides)
+        _schedule(*overrides)
 
 
 # two stages, 16 px then max_size, dropout ramping to dropout_max; RandAugment off so the run

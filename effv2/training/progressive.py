@@ -56,6 +56,17 @@ def _check(cfg: Any) -> None:
     if prog.stages > epochs:
         raise UserError(f"progressive.stages={prog.stages} needs at least as many epochs; train.epochs={epochs}")
     if prog.stages == 1:
+        ramps = [
+            f"{name}_{end}" for name in REGULARISERS for end in ("min", "max") if prog[f"{name}_{end}"] is not None
+        ]
+        if prog.max_size != cfg.data.train_size:
+            ramps.insert(0, "max_size")
+        if ramps:
+            raise UserError(
+                f"progressive.{ramps[0]}={prog[ramps[0]]} has no effect with progressive.stages=1 "
+                "(progressive=none); pick a schedule (progressive=paper|official_code|effnetv2_s|...) "
+                "or set progressive.stages"
+            )
         return
     if prog.min_size <= 0 or prog.max_size <= 0:
         raise UserError(f"progressive sizes must be positive: min_size={prog.min_size}, max_size={prog.max_size}")
