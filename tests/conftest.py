@@ -57,13 +57,31 @@ def tiny_folder(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return root
 
 
-def tiny_data(root: Path) -> tuple[str, ...]:
-    """Overrides that train on :func:`tiny_folder` at 32 px, 5 steps an epoch."""
+def tiny_data(root: Path, batch_size: int = 16) -> tuple[str, ...]:
+    """Overrides that train on :func:`tiny_folder` at 32 px (80 training images)."""
     return (
-        "data=imagefolder", f"data.root={root}", "data.num_classes=10", "data.batch_size=16",
+        "data=imagefolder", f"data.root={root}", "data.num_classes=10", f"data.batch_size={batch_size}",
         "data.train_size=32", "data.eval_size=32", "data.train_crop=squash", "data.eval_crop=squash",
         "data.hflip_prob=0",
     )  # fmt: skip
+
+
+def resumable(root: Path) -> tuple[str, ...]:
+    """A short deterministic run for the interrupt-and-resume tests: 3 epochs of 10 steps on
+    :func:`tiny_folder`, EMA, a recovery checkpoint every 7 steps."""
+    return (
+        *tiny_data(root, batch_size=8), "train.epochs=3", "train.ema.enabled=true", "train.ema.decay=0.99",
+        "train.checkpoint.recovery_interval=7",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def resumable_reference(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of one uninterrupted :func:`resumable` run."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    result = run_cli(*resumable(tiny_folder), f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
 
 
 def run_cli(*overrides: str, timeout: float = 600, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

@@ -20,9 +20,9 @@ register_configs()
 TWO_RANKS = ("hardware=cpu_2p", "train.epochs=1")
 
 
-def test_cpu_2p_trains_with_two_real_ranks(tmp_path: Path) -> None:
+def test_cpu_2p_trains_with_two_real_ranks(tiny_folder: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    result = run_cli(*TWO_RANKS, "hardware.master_port=8151", f"hydra.run.dir={run_dir}")
+    result = run_cli(*tiny_data(tiny_folder), *TWO_RANKS, "hardware.master_port=8151", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     statuses = [json.loads((run_dir / "ranks" / f"rank_{r}.json").read_text()) for r in (0, 1)]
     assert [s["status"] for s in statuses] == ["done", "done"]
@@ -35,7 +35,7 @@ def test_cpu_2p_trains_with_two_real_ranks(tmp_path: Path) -> None:
         assert (run_dir / "ranks" / f"worker_{rank}.log").is_file()
     log_text = (run_dir / "run.log").read_text()
     assert "[rank 0]" in log_text and "[rank 1]" not in log_text
-    assert "batch 32 x 2 devices" in log_text
+    assert "batch 16 x 2 devices" in log_text
     # the evaluation covered every validation image exactly once over the two ranks
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 < metrics["val_top1"] <= 100.0

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from mindspore import Parameter, Tensor
 
-from conftest import REPO, TINY_TRAIN, one_line_error, run_cli
+from conftest import REPO, one_line_error, resumable, run_cli
 from effv2.data.imagefolder import scan_split
 from effv2.errors import UserError
 from effv2.training import checkpoint
@@ -138,11 +138,13 @@ def test_a_diverging_run_stops_with_the_step_number(tmp_path: Path) -> None:
     assert "training loss became" in line and "at step" in line and "no checkpoint was written yet" in line
 
 
-def test_sigterm_writes_a_recovery_checkpoint_and_resume_matches(trained_run: tuple[Path, str], tmp_path: Path) -> None:
-    reference, _ = trained_run
+def test_sigterm_writes_a_recovery_checkpoint_and_resume_matches(
+    resumable_reference: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    reference, overrides = resumable_reference, resumable(tiny_folder)
     stopped = tmp_path / "stopped"
     proc = subprocess.Popen(
-        [sys.executable, "run.py", *TINY_TRAIN, f"hydra.run.dir={stopped}"],
+        [sys.executable, "run.py", *overrides, f"hydra.run.dir={stopped}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
     )  # fmt: skip
     deadline = time.monotonic() + 300
@@ -153,8 +155,8 @@ def test_sigterm_writes_a_recovery_checkpoint_and_resume_matches(trained_run: tu
     assert proc.returncode == 128 + signal.SIGTERM
     errors = [line for line in output.splitlines() if "error:" in line]
     assert len(errors) == 1 and "SIGTERM received: stopped after step" in errors[0]
-    assert f"resume command: python run.py {' '.join(TINY_TRAIN)} resume={stopped}" in errors[0]
-    result = run_cli(*TINY_TRAIN, f"resume={stopped}", f"hydra.run.dir={tmp_path / 'resumed'}")
+    assert f"resume command: python run.py {' '.join(overrides)} resume={stopped}" in errors[0]
+    result = run_cli(*overrides, f"resume={stopped}", f"hydra.run.dir={tmp_path / 'resumed'}")
     assert result.returncode == 0, result.stderr[-2000:]
     expected = ms.load_checkpoint(str(reference / "checkpoints" / "last.ckpt"))
     actual = ms.load_checkpoint(str(tmp_path / "resumed" / "checkpoints" / "last.ckpt"))

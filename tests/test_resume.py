@@ -1,5 +1,5 @@
 """Exact resume: a run killed with SIGKILL mid-epoch and resumed ends bit-identical to an
-uninterrupted run (CPU, the demo's deterministic data pipeline)."""
+uninterrupted run (CPU, a deterministic data pipeline)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 
-from conftest import REPO, TINY_TRAIN, run_cli
+from conftest import REPO, resumable, run_cli
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
@@ -22,11 +22,13 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(trained_run: tuple[Path, str], tmp_path: Path) -> None:
-    reference, _ = trained_run
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(
+    resumable_reference: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    reference, overrides = resumable_reference, resumable(tiny_folder)
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "run.py", *TINY_TRAIN, f"hydra.run.dir={killed}"],
+        [sys.executable, "run.py", *overrides, f"hydra.run.dir={killed}"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -43,7 +45,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(trained_run: tuple[P
     assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
 
     resumed = tmp_path / "resumed"
-    result = run_cli(*TINY_TRAIN, f"resume={killed}", f"hydra.run.dir={resumed}")
+    result = run_cli(*overrides, f"resume={killed}", f"hydra.run.dir={resumed}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in (resumed / "run.log").read_text()
 
@@ -56,7 +58,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(trained_run: tuple[P
     for name in sorted(names):
         np.testing.assert_array_equal(actual[name].asnumpy(), expected[name].asnumpy(), err_msg=name)
     reference_rows, resumed_rows = _rows(reference), _rows(resumed)
-    assert [r["epoch"] for r in resumed_rows] == ["1", "2"]
+    assert [r["epoch"] for r in resumed_rows] == ["1", "2", "3"]
     for ref_row, row in zip(reference_rows, resumed_rows, strict=True):
         for key in ("lr", "train_loss", "val_top1", "ema_val_top1"):
             assert float(row[key]) == float(ref_row[key]), key

@@ -16,6 +16,7 @@ import pytest
 from mindspore import Parameter, Tensor, nn
 
 from effv2.models import VARIANTS, EfficientNetV2, init_weights
+from effv2.models.variants import StageSpec, VariantSpec
 from effv2.training.checkpoint import read_checkpoint, save_atomic
 from effv2.training.ema import EMA
 from effv2.training.loss import SoftTargetCrossEntropy, smoothed_one_hot
@@ -158,8 +159,17 @@ def test_ema_math_on_a_toy_parameter(warmup: bool) -> None:
 
 
 # ---- the compiled step: amp levels, loss scaling, accumulation --------------------------------
+# every block kind (Fused-MBConv with expansion 1 and a skip, Fused-MBConv, MBConv with SE and a
+# skip) in a network that compiles in a second or two instead of B0's ten
+MICRO_STAGES = ("r1_k3_s1_e1_i16_o16_c1", "r2_k3_s2_e4_i16_o24_c1", "r2_k3_s2_e4_i24_o32_se0.25")
+MICRO = VariantSpec(
+    "micro", tuple(StageSpec.parse(t) for t in MICRO_STAGES),
+    width=1.0, depth=1.0, train_size=32, eval_size=32, dropout=0.2, head_channels=64,
+)  # fmt: skip
+
+
 def _step(amp: str = "O0", kind: str = "none", value: float = 1.0, accumulation: int = 1, clip: float | None = 5.0):
-    net = EfficientNetV2(VARIANTS["effnetv2_b0"], num_classes=10)
+    net = EfficientNetV2(MICRO, num_classes=10)
     init_weights(net, 0)
     forward = apply_amp(net, amp, Path(tempfile.mkdtemp()))
     cfg = SimpleNamespace(name="sgd", lr=0.1, weight_decay=0.0, momentum=0.9, nesterov=True)

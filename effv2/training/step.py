@@ -110,6 +110,7 @@ class TrainStep(nn.Cell):
 
     def construct(self, images, targets, apply_update: bool = True):
         loss, grads = self.grad_fn(images, targets)
+        scaled_loss = loss
         if self.scaled:
             scale = self.scale.reshape(())
             loss = loss / scale
@@ -124,7 +125,8 @@ class TrainStep(nn.Cell):
                 ops.assign_add(self.net.rng_step, ops.ones_like(self.net.rng_step))
                 return loss, ops.ones((), ms.bool_)
         if self.scaled:
-            finite = ms.amp.all_finite(grads)
+            # an overflow shows in the scaled loss or in any gradient
+            finite = ops.logical_and(ms.amp.all_finite(grads), ops.isfinite(scaled_loss))
             self._update_scale(finite.reshape((1,)))
         else:
             finite = ops.isfinite(loss)
