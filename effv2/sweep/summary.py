@@ -24,6 +24,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from effv2.training.metrics import EpochLog
+
 log = logging.getLogger(__name__)
 
 JOB_RECORD = "job.json"
@@ -36,14 +38,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _epoch_rows(job_dir: Path) -> list[dict[str, str]]:
-    path = job_dir / "metrics.csv"
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _throughput(rows: list[dict[str, str]]) -> float | None:
@@ -64,7 +58,7 @@ def _job_row(job_dir: Path, best_key: str) -> dict[str, Any]:
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
     metrics = _read_json(job_dir / "metrics.json")
-    rows = _epoch_rows(job_dir)
+    rows = EpochLog(job_dir / "metrics.csv").rows()
     error = record.get("error") or ""
     if (job_dir / ERROR_FILE).is_file():
         error = (job_dir / ERROR_FILE).read_text().strip().splitlines()[0]
