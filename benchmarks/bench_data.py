@@ -55,7 +55,8 @@ def pipeline_rate(root: Path, size: int, workers: int, epochs: int) -> float:
     from hydra import compose, initialize_config_dir
 
     from effv2.config import register_configs
-    from effv2.data.pipeline import epoch_order, open_train_split, train_epoch
+    from effv2.data.pipeline import open_train_split, train_epoch
+    from effv2.data.sharding import BatchPlan, epoch_order
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -63,7 +64,7 @@ def pipeline_rate(root: Path, size: int, workers: int, epochs: int) -> float:
     split = open_train_split(cfg.data)
     images, started = 0, time.perf_counter()
     for epoch in range(1, epochs + 1):
-        order = epoch_order(split, cfg.data.batch_size, cfg.seed, epoch)
+        order = BatchPlan(cfg.data.batch_size).rank_indices(epoch_order(split.num_images, cfg.seed, epoch), 0)
         for batch, _ in train_epoch(cfg.data, split, order, workers, size).create_tuple_iterator(output_numpy=True):
             images += len(batch)
     return images / (time.perf_counter() - started)

@@ -6,6 +6,7 @@ is imported, so the cap is set here, before any test module imports it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -125,3 +126,20 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     result = run_cli(*TINY_TRAIN, f"hydra.run.dir={run_dir}", unset=("ONEDNN_MAX_CPU_ISA",))
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result.stdout
+
+
+@pytest.fixture(scope="session")
+def best_ckpt(trained_run: tuple[Path, str]) -> Path:
+    return trained_run[0] / "checkpoints" / "best.ckpt"
+
+
+EVAL_32PX = "data.eval_size=32"
+
+
+@pytest.fixture(scope="session")
+def eval_top1(best_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> float:
+    """val top-1 of :func:`best_ckpt` through ``task=eval`` in one process."""
+    run_dir = tmp_path_factory.mktemp("eval")
+    result = run_cli("task=eval", EVAL_32PX, f"ckpt={best_ckpt}", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads((run_dir / "metrics.json").read_text())["val_top1"]

@@ -33,7 +33,7 @@ def test_every_option_composes_and_resolves(group: str, option: str) -> None:
     # the data sets that live outside the package need their root (and class count) from the user
     needed = (("root", "/data/x"), ("num_classes", 5))
     extra = [f"data.{key}={value}" for key, value in needed if OmegaConf.is_missing(cfg.data, key)]
-    if group == "experiment" and "effv2.required" in str(OmegaConf.to_yaml(cfg.model)):
+    if group == "experiment" and "effv2.required_to_train" in str(OmegaConf.to_yaml(cfg.model)):
         extra.append("model.pretrained=/ckpt/pretrained.ckpt")
     cfg = _compose(f"{group}={option}", *extra)
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

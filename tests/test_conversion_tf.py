@@ -100,9 +100,12 @@ def test_convert_task_through_run_py(official, tmp_path: Path) -> None:
     if name != "b0":
         pytest.skip("one variant is enough for the command line")
     output = tmp_path / "b0.ckpt"
+    # a multi-device hardware option converts in this one process too
     ok = run_cli("task=convert", "model=effnetv2_b0", f"convert.source={out / 'official' / 'model'}",
-                 "convert.weights=raw", f"convert.output={output}", f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+                 "convert.weights=raw", f"convert.output={output}", "hardware=cpu_2p",
+                 f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
     assert ok.returncode == 0, ok.stderr[-3000:]
+    assert not (tmp_path / "run" / "ranks").exists()
     assert json.loads(output.with_suffix(".json").read_text())["weights"] == "raw"
     wrong = run_cli("task=convert", "model=effnetv2_s", f"convert.source={out / 'official' / 'model'}",
                     f"hydra.run.dir={tmp_path / 'run2'}")  # fmt: skip

@@ -13,7 +13,8 @@ from conftest import CONF_DIR
 from effv2.config import register_configs
 from effv2.data.digits import materialise_digits
 from effv2.data.imagefolder import scan_split
-from effv2.data.pipeline import build_eval_split, epoch_order, open_train_split, steps_per_epoch, train_epoch
+from effv2.data.pipeline import build_eval_split, open_train_split, train_epoch
+from effv2.data.sharding import BatchPlan, epoch_order
 from effv2.errors import UserError
 
 register_configs()
@@ -44,7 +45,7 @@ def test_materialisation_is_reused_and_deterministic(digits_root: Path, tmp_path
 
 def _first_train_batch(cfg):
     split = open_train_split(cfg)
-    order = epoch_order(split, cfg.batch_size, seed=0, epoch=1)
+    order = BatchPlan(cfg.batch_size).rank_indices(epoch_order(split.num_images, seed=0, epoch=1), 0)
     dataset = train_epoch(cfg, split, order, workers=1)
     return next(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)), split
 
@@ -55,18 +56,22 @@ def test_train_batches_have_the_configured_shape(digits_root: Path) -> None:
     assert labels.dtype == np.int32 and labels.min() >= 0 and labels.max() <= 9
     # normalised with mean 127.5 / std 127.5 into [-1, 1]
     assert images.min() >= -1.0 - 1e-6 and images.max() <= 1.0 + 1e-6
-    assert steps_per_epoch(split, 16) == 1438 // 16
+    assert BatchPlan(16).steps_per_epoch(split.num_images) == 1438 // 16
 
 
-def test_epoch_order_is_keyed_by_seed_and_epoch_and_sharded(digits_root: Path) -> None:
+def test_epoch_order_is_keyed_by_seed_and_epoch_and_sharded_by_batch_blocks(digits_root: Path) -> None:
     split = open_train_split(_data_cfg())
-    first = epoch_order(split, 32, seed=0, epoch=1)
-    np.testing.assert_array_equal(first, epoch_order(split, 32, seed=0, epoch=1))
-    assert not np.array_equal(first, epoch_order(split, 32, seed=0, epoch=2))
-    assert len(first) == (1438 // 32) * 32 and len(set(first.tolist())) == len(first)
-    ranks = [epoch_order(split, 32, seed=0, epoch=1, rank=r, world_size=2) for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == (719 // 32) * 32
+    first = epoch_order(split.num_images, seed=0, epoch=1)
+    np.testing.assert_array_equal(first, epoch_order(split.num_images, seed=0, epoch=1))
+    assert not np.array_equal(first, epoch_order(split.num_images, seed=0, epoch=2))
+    assert sorted(first.tolist()) == list(range(1438))
+    plan = BatchPlan(32, world_size=2)
+    ranks = [plan.rank_indices(first, r) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == (1438 // 64) * 32 and plan.dropped(1438) == 1438 % 64
     assert not set(ranks[0].tolist()) & set(ranks[1].tolist())
+    # step k takes the block first[64k : 64(k+1)]: rank 0 its first half, rank 1 its second
+    np.testing.assert_array_equal(ranks[0][32:64], first[64:96])
+    np.testing.assert_array_equal(ranks[1][32:64], first[96:128])
 
 
 def test_the_augmentations_run_in_the_pipeline(digits_root: Path) -> None:

@@ -9,28 +9,28 @@ from pathlib import Path
 
 import pytest
 
+from conftest import EVAL_32PX as SIZE
 from conftest import one_line_error, run_cli
 
-SIZE = "data.eval_size=32"
+
+def _one_process(result, run_dir: Path) -> None:
+    """A multi-device hardware option ran the task as one process: no launcher, no ranks."""
+    assert "runs as one process on one CPU device of hardware=cpu_2p" in result.stdout + result.stderr
+    assert not (run_dir / "ranks").exists()
 
 
-@pytest.fixture(scope="module")
-def best_ckpt(trained_run: tuple[Path, str]) -> Path:
-    return trained_run[0] / "checkpoints" / "best.ckpt"
-
-
-@pytest.fixture(scope="module")
-def eval_top1(best_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> float:
-    run_dir = tmp_path_factory.mktemp("eval")
-    result = run_cli("task=eval", SIZE, f"ckpt={best_ckpt}", f"hydra.run.dir={run_dir}")
+# the ONNX export and onnxruntime inference run with a 2-device option: they are one process
+@pytest.mark.parametrize("fmt,suffix,hardware", [("onnx", ".onnx", "cpu_2p"), ("mindir", ".mindir", "cpu")])
+def test_export_writes_the_file_and_a_parity_report(
+    best_ckpt: Path, tmp_path: Path, fmt: str, suffix: str, hardware: str
+) -> None:
+    result = run_cli(
+        "task=export", f"export.format={fmt}", SIZE, f"ckpt={best_ckpt}", f"hardware={hardware}",
+        f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads((run_dir / "metrics.json").read_text())["val_top1"]
-
-
-@pytest.mark.parametrize("fmt,suffix", [("onnx", ".onnx"), ("mindir", ".mindir")])
-def test_export_writes_the_file_and_a_parity_report(best_ckpt: Path, tmp_path: Path, fmt: str, suffix: str) -> None:
-    result = run_cli("task=export", f"export.format={fmt}", SIZE, f"ckpt={best_ckpt}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-2000:]
+    if hardware == "cpu_2p":
+        _one_process(result, tmp_path)
     exported = tmp_path / f"effnetv2_b0{suffix}"
     report = json.loads((tmp_path / "effnetv2_b0.export.json").read_text())
     assert exported.stat().st_size == report["bytes"] > 1_000_000
@@ -41,7 +41,8 @@ def test_export_writes_the_file_and_a_parity_report(best_ckpt: Path, tmp_path: P
 
 
 @pytest.mark.parametrize(
-    "backend,extra", [("onnxruntime", ()), ("mindir", ()), ("ascend310", ("infer.offline_device=CPU",))]
+    "backend,extra",
+    [("onnxruntime", ("hardware=cpu_2p",)), ("mindir", ()), ("ascend310", ("infer.offline_device=CPU",))],
 )
 def test_infer_on_the_val_folder_matches_eval(
     best_ckpt: Path, eval_top1: float, digits_root: Path, tmp_path: Path, backend: str, extra: tuple
@@ -51,6 +52,8 @@ def test_infer_on_the_val_folder_matches_eval(
         f"infer.input={digits_root / 'val'}", f"hydra.run.dir={tmp_path}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+    if "hardware=cpu_2p" in extra:
+        _one_process(result, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["images"] == 359
     assert metrics["top1"] == pytest.approx(eval_top1, abs=1e-9)

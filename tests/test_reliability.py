@@ -93,7 +93,11 @@ def test_bad_image_policy_error_stops_the_cli_run(tmp_path: Path, digits_root: P
         ("data.train_size=0", "data.train_size=0 must be a positive integer"),
         ("data.eval_size=-3", "data.eval_size=-3 must be a positive integer"),
         ("data.batch_size=0", "data.batch_size=0 must be a positive integer"),
-        ("data.batch_size=5000", "data.batch_size=5000 exceeds the 1438 training images"),
+        (
+            "data.batch_size=5000",
+            "data.batch_size=5000 x 1 devices x 1 accumulation = 5000 (the global batch: batch x devices x "
+            "train.accumulation_steps) exceeds the 1438 training images",
+        ),
         ("data.num_classes=7", "data.num_classes=7 but"),
         ("train.epochs=0", "train.epochs=0 must be a positive integer"),
         ("train.accumulation_steps=0", "train.accumulation_steps=0 must be a positive integer"),

@@ -24,7 +24,7 @@ from effv2.training.mixing import BatchMixer
 from effv2.training.optim import build_optimizer, parameter_groups, scaled_lr, uses_weight_decay
 from effv2.training.precision import apply_amp
 from effv2.training.schedules import learning_rates
-from effv2.training.step import TrainStep
+from effv2.training.step import ACCUMULATE, APPLY, TrainStep
 
 
 @pytest.fixture(autouse=True)
@@ -231,13 +231,33 @@ def test_fixed_loss_scale_is_honoured_and_unscaled() -> None:
 def test_gradient_accumulation_updates_every_k_micro_batches() -> None:
     net, step = _step(accumulation=2)
     before = net.stem.conv.weight.asnumpy().copy()
-    step(*_batch(0), False)
+    step(*_batch(0), ACCUMULATE)
     np.testing.assert_array_equal(before, net.stem.conv.weight.asnumpy())
     accumulated = next(p for p in step.accumulated if p.name.endswith("stem.conv.weight"))
     assert np.abs(accumulated.asnumpy()).max() > 0
-    step(*_batch(1), True)
+    step(*_batch(1), ACCUMULATE)
+    np.testing.assert_array_equal(before, net.stem.conv.weight.asnumpy())
+    assert bool(step(None, None, APPLY).asnumpy())
     assert not np.array_equal(before, net.stem.conv.weight.asnumpy())
     assert np.abs(accumulated.asnumpy()).max() == 0  # emptied after the update
+    assert int(net.rng_step.asnumpy()[0]) == 2  # one number per micro-batch
+
+
+def test_accumulated_micro_batches_equal_one_step_on_their_average_gradient() -> None:
+    """Accumulating two halves of a batch is the step on the mean of their gradients: with BN
+    frozen (eval-mode statistics would differ per half), one step on the whole batch."""
+    images, targets = _batch(0)
+    whole_net, whole = _step(kind="dynamic", value=1024.0)
+    split_net, split = _step(kind="dynamic", value=1024.0, accumulation=2)
+    for cell in (whole, split):
+        cell.set_train(False)  # BN from running statistics, no masks: the loss is per-sample
+    whole(images, targets)
+    split(images[:2], targets[:2], ACCUMULATE)
+    split(images[2:], targets[2:], ACCUMULATE)
+    assert bool(split(None, None, APPLY).asnumpy())
+    for mine, theirs in zip(split_net.trainable_params(), whole_net.trainable_params(), strict=True):
+        np.testing.assert_allclose(mine.asnumpy(), theirs.asnumpy(), rtol=1e-5, atol=1e-7, err_msg=mine.name)
+    assert float(split.scale.asnumpy()[0]) == float(whole.scale.asnumpy()[0]) == 1024.0
 
 
 # ---- atomic checkpoints ---------------------------------------------------------------------

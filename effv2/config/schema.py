@@ -179,6 +179,9 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # a corrupt, truncated or non-image file: skip it (counted and logged) or stop naming it
     on_bad_image: BadImagePolicy = BadImagePolicy.skip
+    # audit: append the path of every training image, as it is read, to
+    # <run folder>/reads/epoch<E>_rank<R>.txt (which images each rank trained, in order)
+    record_reads: bool = False
 
 
 @dataclass
@@ -409,18 +412,22 @@ class RunConfig:
 
 
 class RequiredValue(Exception):
-    """Raised by ``${effv2.required:...}`` when a preset's required value was not given."""
+    """Raised by ``${effv2.required_to_train:${task.name},...}`` when a preset's value for training
+    was not given."""
 
 
-def _required(what: str) -> str:
-    raise RequiredValue(f"this configuration needs {what}")
+def _required_to_train(task: Any, what: str) -> None:
+    """A value only training needs (``model.pretrained`` of a fine-tune preset): eval, export and
+    infer of the preset's checkpoints compose without it."""
+    if getattr(task, "value", task) == TaskName.train.value:
+        raise RequiredValue(f"this configuration needs {what}")
 
 
 def register_configs() -> None:
     # a preset marks a value the user must give: YAML "???" cannot, because merging "???" onto
     # a group's default keeps the default
-    if not OmegaConf.has_resolver("effv2.required"):
-        OmegaConf.register_new_resolver("effv2.required", _required)
+    if not OmegaConf.has_resolver("effv2.required_to_train"):
+        OmegaConf.register_new_resolver("effv2.required_to_train", _required_to_train)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RunConfig)
     for name, node in {

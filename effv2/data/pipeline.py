@@ -28,24 +28,29 @@ _INTERPOLATION = {
 
 
 class _FileSource:
-    """Random-access (encoded bytes, label) rows of a split, in a given order of indices."""
+    """Random-access (encoded bytes, label) rows of a split, in a given order of indices. With
+    ``record_to`` set, the path of every file is appended to that text file as it is read."""
 
-    def __init__(self, split: ImageFolderSplit, indices: list[int]) -> None:
+    def __init__(self, split: ImageFolderSplit, indices: list[int], record_to: Path | None = None) -> None:
         self.files = split.files
         self.labels = split.labels
         self.indices = indices
+        self.record_to = record_to
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         index = self.indices[row]
+        if self.record_to is not None:
+            with self.record_to.open("a") as record:
+                record.write(f"{self.files[index]}\n")
         return np.fromfile(self.files[index], np.uint8), np.array(self.labels[index], np.int32)
 
 
-def _rows(split: ImageFolderSplit, indices: list[int]) -> ds.Dataset:
+def _rows(split: ImageFolderSplit, indices: list[int], record_to: Path | None = None) -> ds.Dataset:
     return ds.GeneratorDataset(
-        _FileSource(split, indices), column_names=["image", "label"], shuffle=False, num_parallel_workers=1
+        _FileSource(split, indices, record_to), column_names=["image", "label"], shuffle=False, num_parallel_workers=1
     )
 
 
@@ -130,40 +135,27 @@ def _check_classes(data_cfg: Any, split: ImageFolderSplit) -> None:
         raise UserError(f"data.num_classes={data_cfg.num_classes} but {str(split.path)!r} has {found} class folders")
 
 
-def open_train_split(data_cfg: Any, world_size: int = 1) -> ImageFolderSplit:
+def open_train_split(data_cfg: Any) -> ImageFolderSplit:
     """Scan and validate the training split once; epochs are then built from it."""
     _check_positive("data.batch_size", data_cfg.batch_size)
     split = scan_split(resolve_root(data_cfg), data_cfg.train_split, data_cfg.on_bad_image.name)
     _check_classes(data_cfg, split)
-    per_device = split.num_images // world_size
-    if data_cfg.batch_size > per_device:
-        raise UserError(
-            f"data.batch_size={data_cfg.batch_size} exceeds the {per_device} training images per device "
-            "and the last partial batch is dropped; use a batch size <= the image count"
-        )
     return split
 
 
-def steps_per_epoch(split: ImageFolderSplit, batch_size: int, world_size: int = 1) -> int:
-    return (split.num_images // world_size) // batch_size
-
-
-def epoch_order(
-    split: ImageFolderSplit, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1
-) -> np.ndarray:
-    """This rank's image indices for ``epoch``: a permutation keyed by (seed, epoch), sharded
-    by rank, cut to whole batches. Resume rebuilds exactly the same order."""
-    permutation = np.random.default_rng((seed, epoch)).permutation(split.num_images)
-    return permutation[rank::world_size][: steps_per_epoch(split, batch_size, world_size) * batch_size]
-
-
 def train_epoch(
-    data_cfg: Any, split: ImageFolderSplit, indices: np.ndarray, workers: int, image_size: int | None = None
+    data_cfg: Any,
+    split: ImageFolderSplit,
+    indices: np.ndarray,
+    workers: int,
+    image_size: int | None = None,
+    record_to: Path | None = None,
 ) -> ds.Dataset:
-    """Batches of (image, label) over ``indices`` in that order, with the training transforms."""
+    """Batches of (image, label) over ``indices`` in that order, with the training transforms;
+    ``record_to``: a text file that receives the path of every image as it is read."""
     image_size = data_cfg.train_size if image_size is None else image_size
     _check_positive("data.train_size", image_size)
-    dataset = _rows(split, [int(i) for i in indices])
+    dataset = _rows(split, [int(i) for i in indices], record_to)
     dataset = dataset.map(train_transforms(data_cfg, image_size), input_columns="image", num_parallel_workers=workers)
     return dataset.batch(data_cfg.batch_size, drop_remainder=True)
 

@@ -62,6 +62,11 @@ def check_device(hw: Any, task: str) -> None:
             "task=train needs a training target (cpu, gpu_*, ascend910_*)"
         )
     target = hw.device_target.name
+    if task == "train" and hw.sync_bn and target == "CPU" and hw.nodes * hw.devices_per_node > 1:
+        raise UserError(
+            f"hardware={hw.name} hardware.sync_bn=true: MindSpore 2.10 has no CPU kernel for SyncBatchNorm; "
+            "use hardware.sync_bn=false on CPU (BN statistics are then averaged over the ranks at each evaluation)"
+        )
     if target != "CPU" and not backend_available(target):
         raise UserError(f"hardware={hw.name} needs {_DEVICE_WORDS[target]}; found none on this machine")
 

@@ -224,12 +224,19 @@ def launch(cfg: Any, run_dir: Path) -> float:
 
 
 def _summarise(cfg: Any, run_dir: Path, local_ranks: list[int]) -> float:
+    """Every rank ended cleanly; after training they must hold the very same weights. Returns
+    the task's metric, which the ranks computed together (the same on each)."""
     statuses = [json.loads(rank_status_path(run_dir, r).read_text()) for r in local_ranks]
-    digests = {s.get("weights") for s in statuses}
-    if len(digests) != 1 or None in digests:
-        raise UserError(f"the ranks finished with different weights ({len(digests)} distinct digests); see {run_dir}")
-    metrics_file = run_dir / "metrics.json"
-    final = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-    log.info("all %d local ranks finished with identical weights; run folder %s", len(local_ranks), run_dir)
-    best_key = "best_" + cfg.train.checkpoint.best_metric.name
-    return float(final.get(best_key, 0.0))
+    unfinished = [r for r, s in zip(local_ranks, statuses, strict=True) if s.get("status") != "done"]
+    if unfinished:
+        raise UserError(f"rank {unfinished[0]} exited without finishing; see {run_dir / 'ranks'}")
+    if cfg.task.name.name == "train":
+        digests = {s.get("weights") for s in statuses}
+        if len(digests) != 1 or None in digests:
+            raise UserError(
+                f"the ranks finished with different weights ({len(digests)} distinct digests); see {run_dir}"
+            )
+        log.info("all %d local ranks finished with identical weights; run folder %s", len(local_ranks), run_dir)
+    else:
+        log.info("all %d local ranks finished; run folder %s", len(local_ranks), run_dir)
+    return float(statuses[0]["metric"])

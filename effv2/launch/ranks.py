@@ -86,6 +86,13 @@ def allreduce_sum(values: np.ndarray) -> np.ndarray:
     return _reducer(values)
 
 
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank; a collective that every rank calls at the same step."""
+    if not _current.distributed:
+        return flag
+    return bool(allreduce_sum(np.array([float(flag)]))[0] > 0)
+
+
 def average_bn_statistics(net) -> None:
     """Average BN moving mean / variance over the ranks (each rank saw other batches), so every
     rank evaluates and saves the same model."""
@@ -104,8 +111,12 @@ def average_bn_statistics(net) -> None:
 
 
 def weights_digest(net) -> str:
+    """A digest of the model's parameters and BN statistics; not of ``rng_step``, which numbers
+    each rank's own micro-batches."""
     digest = hashlib.sha256()
     for param in sorted(net.get_parameters(), key=lambda p: p.name):
+        if param.name == "rng_step":
+            continue
         digest.update(param.name.encode())
         digest.update(np.ascontiguousarray(param.asnumpy()).tobytes())
     return digest.hexdigest()

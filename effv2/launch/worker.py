@@ -45,10 +45,11 @@ def main(run_dir: Path) -> int:
     from effv2.tasks import TASKS
 
     try:
-        TASKS[cfg.task.name.name](cfg, run_dir)
+        metric = TASKS[cfg.task.name.name](cfg, run_dir)
     except UserError as exc:
         logging.getLogger("effv2").error("error: %s", exc)
         return 2
+    write_rank_status(run_dir, status="done", metric=metric)
     return 0
 
 

@@ -74,6 +74,10 @@ def _check_complete(cfg: Any) -> None:
         raise UserError(f"no value for {', '.join(missing)}; give it on the command line ({missing[0]}=...)")
 
 
+# the tasks a multi-device hardware option runs on every rank; the others run as one process
+DATA_PARALLEL_TASKS = ("train", "eval")
+
+
 def run_task(cfg: Any, run_dir: Path, multirun: bool = False) -> float:
     """Prepare the process for the configured hardware, then run the task."""
     task = cfg.task.name.name
@@ -84,8 +88,11 @@ def run_task(cfg: Any, run_dir: Path, multirun: bool = False) -> float:
     if cfg.launcher.dry_run:
         return print_plan(cfg, run_dir)
     if needs_launch(cfg.hardware):
-        check_device(cfg.hardware, task)
-        return launch(cfg, run_dir)
+        if task in DATA_PARALLEL_TASKS:
+            check_device(cfg.hardware, task)
+            return launch(cfg, run_dir)
+        log.info("task=%s runs as one process on one %s device of hardware=%s", task,
+                 cfg.hardware.device_target.name, cfg.hardware.name)  # fmt: skip
     prepare_environment(cfg.hardware)
     check_device(cfg.hardware, task)
     configure_context(cfg.hardware)

@@ -8,6 +8,7 @@ from typing import Any
 
 from effv2.data.pipeline import build_eval_split
 from effv2.errors import UserError
+from effv2.launch import ranks
 from effv2.models import build_model
 from effv2.training.checkpoint import load_weights
 from effv2.training.metrics import write_json
@@ -28,7 +29,8 @@ def run(cfg: Any, run_dir: Path) -> float:
         "images": val["images"],
         "weights": meta["weights"],
     }
-    write_json(run_dir / "metrics.json", payload)
+    if ranks.current().is_main:
+        write_json(run_dir / "metrics.json", payload)
     log.info(
         "eval %s (%s weights): top-1 %.2f  top-5 %.2f over %d images; run folder %s",
         cfg.ckpt,
@@ -42,6 +44,10 @@ def run(cfg: Any, run_dir: Path) -> float:
 
 
 def evaluate_split(cfg: Any, net: Any) -> dict[str, float]:
+    """Every validation image once: on several ranks each scores its shard and the counts are
+    summed over the ranks."""
     from effv2.training.evaluate import evaluate
 
-    return evaluate(net, build_eval_split(cfg.data, cfg.hardware.num_workers))
+    info = ranks.current()
+    split = build_eval_split(cfg.data, cfg.hardware.num_workers, shard=(info.rank, info.world_size))
+    return evaluate(net, split)

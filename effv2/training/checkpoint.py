@@ -26,6 +26,14 @@ STATE_KEY = "state/"
 META_KEY = "effv2_meta"
 # model parameters that are training bookkeeping, not weights: a pretrained start ignores them
 BOOKKEEPING = ("rng_step", "dropout.rate")
+# not restored on resume: the training step's per-step buffers (see effv2.training.step), zero
+# between steps, and the per-step learning-rate table, which the config rebuilds (so a resumed
+# run may change train.epochs and continue its schedule at the saved global step)
+NOT_RESUMED = (
+    STATE_KEY + "accumulated.",
+    STATE_KEY + "loss_scale.accumulated_overflows",
+    STATE_KEY + "learning_rate",
+)
 
 
 def model_entries(net: nn.Cell, shadow_net: nn.Cell | None = None) -> dict[str, Parameter]:
@@ -145,8 +153,12 @@ def load_pretrained(net: nn.Cell, path: str | Path) -> dict[str, Any]:
 
 
 def restore_state(entries: dict[str, Parameter], path: str | Path) -> dict[str, Any]:
-    """Put a resumable checkpoint back into every parameter of a training step."""
+    """Put a resumable checkpoint back into every parameter of a training step, except
+    :data:`NOT_RESUMED`. The gradient accumulation buffers are zero wherever a checkpoint is
+    written (at step boundaries), so a run with accumulation resumes one without and back."""
     params, meta = read_checkpoint(path)
-    _check_fit(Path(path), "this training setup (model, optimizer, EMA and accumulation must match)", entries, params)
+    entries = {name: p for name, p in entries.items() if not name.startswith(NOT_RESUMED)}
+    params = {name: value for name, value in params.items() if not name.startswith(NOT_RESUMED)}
+    _check_fit(Path(path), "this training setup (model, optimizer and EMA must match)", entries, params)
     _assign(entries, params)
     return meta

@@ -23,6 +23,9 @@ EPOCH_COLUMNS = (
     "data_wait",
     "overflow_steps",
     "loss_scale",
+    # images the epoch trained over all ranks, and the remainder no global batch took
+    "train_images",
+    "dropped_images",
 )
 
 

@@ -1,9 +1,14 @@
 """One compiled training step.
 
 forward (optionally mixed precision) -> loss x scale -> gradients -> unscale -> (accumulate)
--> overflow check -> loss-scale update -> global-norm clip -> optimizer -> EMA -> rng_step + 1.
+-> overflow check -> loss-scale update -> global-norm clip -> optimizer -> EMA -> rng_step + W.
 Every piece of state (loss scale, accumulated gradients, EMA, the noise counter) is a
 Parameter, so checkpoints carry it and a resumed run continues bit for bit.
+
+In a data-parallel job the gradients are averaged over the ranks before accumulation, the
+overflow decision is taken over all ranks (so every rank skips or applies the same steps), and
+``rng_step`` numbers micro-batches globally: rank r's micro-batch i is number i * W + r, the
+number the same micro-batch has in one process with W times the accumulation.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from effv2.training.ema import EMA
+
+# TrainStep phases (see TrainStep.construct)
+STEP, ACCUMULATE, APPLY = "step", "accumulate", "apply"
 
 _accumulate = ops.MultitypeFuncGraph("accumulate")
 
@@ -51,6 +59,7 @@ class TrainStep(nn.Cell):
         clip_grad_norm: float | None,
         loss_scale: Any,
         accumulation_steps: int = 1,
+        noise_stride: int = 1,
         ema: EMA | None = None,
         grad_reducer: nn.Cell | None = None,
     ) -> None:
@@ -75,10 +84,17 @@ class TrainStep(nn.Cell):
         self.accumulation_steps = accumulation_steps
         if accumulation_steps > 1:
             self.accumulated = self.weights.clone(prefix="accumulated", init="zeros")
+            if self.scaled:  # the step's micro-batches whose scaled loss overflowed
+                self.loss_overflows = Parameter(
+                    Tensor(np.zeros((1,), np.float32)), name="loss_scale.accumulated_overflows", requires_grad=False
+                )
         self.has_ema = ema is not None
         self.ema = ema
         self.has_reducer = grad_reducer is not None
         self.grad_reducer = grad_reducer
+        if self.has_reducer and self.scaled:
+            self.sum_over_ranks = ops.AllReduce()
+        self.noise_stride = Tensor(np.array([noise_stride], np.int64))
         self.hyper_map = ops.HyperMap()
         self.grad_fn = ms.value_and_grad(self._scaled_loss, None, self.weights)
 
@@ -102,13 +118,19 @@ class TrainStep(nn.Cell):
             ops.assign(self.good_steps, new_good)
         return finite
 
-    def _apply(self, loss, grads):
-        loss = ops.depend(loss, self.optimizer(grads))
+    def _apply(self, result, grads):
+        result = ops.depend(result, self.optimizer(grads))
         if self.has_ema:
-            loss = ops.depend(loss, self.ema())
-        return loss
+            result = ops.depend(result, self.ema())
+        return result
 
-    def construct(self, images, targets, apply_update: bool = True):
+    def construct(self, images, targets, phase: str = STEP):
+        """``STEP``: a whole optimizer step on one batch (``accumulation_steps`` 1).
+        ``ACCUMULATE``: add a micro-batch's gradients to the buffers; ``APPLY`` (no inputs): the
+        optimizer step on the buffers. Each phase is its own compiled graph, so accumulation
+        compiles the forward / backward pass once."""
+        if phase == APPLY:
+            return self._finish(self.accumulated, self.loss_overflows if self.scaled else None, None)
         loss, grads = self.grad_fn(images, targets)
         scaled_loss = loss
         if self.scaled:
@@ -117,17 +139,30 @@ class TrainStep(nn.Cell):
             grads = self.hyper_map(ops.partial(_unscale, scale), grads)
         if self.has_reducer:
             grads = self.grad_reducer(grads)
-        if self.accumulation_steps > 1:
-            added = self.hyper_map(ops.partial(_accumulate, 1.0 / self.accumulation_steps), self.accumulated, grads)
-            loss = ops.depend(loss, added)
-            grads = ops.depend(self.accumulated, added)
-            if not apply_update:
-                ops.assign_add(self.net.rng_step, ops.ones_like(self.net.rng_step))
-                return loss, ops.ones((), ms.bool_)
+        loss_overflow = ops.logical_not(ops.isfinite(scaled_loss)).astype(ms.float32).reshape((1,))
+        loss = ops.depend(loss, ops.assign_add(self.net.rng_step, self.noise_stride))
+        if phase == ACCUMULATE:
+            loss = ops.depend(
+                loss, self.hyper_map(ops.partial(_accumulate, 1.0 / self.accumulation_steps), self.accumulated, grads)
+            )
+            if self.scaled:
+                loss = ops.depend(loss, ops.assign_add(self.loss_overflows, loss_overflow))
+            return loss, ops.ones((), ms.bool_)
+        return loss, self._finish(grads, loss_overflow, loss)
+
+    def _finish(self, grads, loss_overflow, loss):
+        """Overflow decision, loss-scale update, clipping, optimizer and EMA; returns whether the
+        step was finite. ``loss`` is None for accumulated gradients."""
         if self.scaled:
-            # an overflow shows in the scaled loss or in any gradient
-            finite = ops.logical_and(ms.amp.all_finite(grads), ops.isfinite(scaled_loss))
+            # an overflow shows in any micro-batch's scaled loss or in any gradient, on any rank:
+            # every rank (and one process accumulating the same micro-batches) decides alike
+            overflows = loss_overflow + ops.logical_not(ms.amp.all_finite(grads)).astype(ms.float32).reshape((1,))
+            if self.has_reducer:
+                overflows = self.sum_over_ranks(overflows)
+            finite = overflows.reshape(()) == 0
             self._update_scale(finite.reshape((1,)))
+        elif loss is None:  # without a loss scale the trainer checks every micro-batch's loss
+            finite = ops.ones((), ms.bool_)
         else:
             finite = ops.isfinite(loss)
         if self.clip:
@@ -135,10 +170,11 @@ class TrainStep(nn.Cell):
         if self.dynamic_scale:
             # an overflowed step is skipped: no update, no EMA, only the scale shrinks
             if finite:
-                loss = self._apply(loss, grads)
+                finite = self._apply(finite, grads)
         else:
-            loss = self._apply(loss, grads)
+            finite = self._apply(finite, grads)
         if self.accumulation_steps > 1:
-            loss = ops.depend(loss, self.hyper_map(_zero, self.accumulated))
-        loss = ops.depend(loss, ops.assign_add(self.net.rng_step, ops.ones_like(self.net.rng_step)))
-        return loss, finite
+            finite = ops.depend(finite, self.hyper_map(_zero, self.accumulated))
+            if self.scaled:
+                finite = ops.depend(finite, ops.assign(self.loss_overflows, ops.zeros_like(self.loss_overflows)))
+        return finite

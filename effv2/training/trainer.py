@@ -19,7 +19,8 @@ import numpy as np
 from mindspore import Tensor, nn
 from tqdm import tqdm
 
-from effv2.data.pipeline import build_eval_split, epoch_order, open_train_split, steps_per_epoch, train_epoch
+from effv2.data.pipeline import build_eval_split, open_train_split, train_epoch
+from effv2.data.sharding import BatchPlan, epoch_order
 from effv2.errors import Interrupted, UserError
 from effv2.launch import ranks
 from effv2.models import build_model, get_variant, model_summary
@@ -42,7 +43,7 @@ from effv2.training.optim import build_optimizer, scaled_lr
 from effv2.training.precision import apply_amp
 from effv2.training.progressive import Stage, build_schedule, format_schedule, stage_data_config, stage_of
 from effv2.training.schedules import learning_rates
-from effv2.training.step import TrainStep
+from effv2.training.step import ACCUMULATE, APPLY, TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +61,18 @@ class Progress:
     """Where training stands; stored in every checkpoint's metadata."""
 
     epoch: int = 1  # the epoch in progress (1-based)
-    micro_done: int = 0  # micro-batches of that epoch already trained
+    steps_done: int = 0  # optimizer steps of that epoch already taken
     evaluated: bool = False  # whether that epoch's evaluation and checkpoints are done
     best: float = -math.inf
     top_k: list = field(default_factory=list)  # [[metric, epoch, file name], ...] best first
     overflow_steps: int = 0
-    loss_sum: float = 0.0  # finite losses of the epoch in progress, for its mean
+    loss_sum: float = 0.0  # this rank's finite losses of the epoch in progress, for its mean
     loss_count: int = 0
 
     def as_meta(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
-            "micro_done": self.micro_done,
+            "steps_done": self.steps_done,
             "evaluated": self.evaluated,
             "best": self.best,
             "top_k": self.top_k,
@@ -123,7 +124,7 @@ def find_resume_checkpoint(resume: str) -> Path:
 
     def position(candidate: Path) -> tuple[int, int, bool]:
         meta = read_checkpoint(candidate)[1]
-        return meta.get("epoch", 0), meta.get("micro_done", 0), meta.get("evaluated", False)
+        return meta.get("epoch", 0), meta.get("steps_done", 0), meta.get("evaluated", False)
 
     return max(candidates, key=position)
 
@@ -148,28 +149,30 @@ class Trainer:
         self.ranks = ranks.current()
         self.world_size = self.ranks.world_size
         self.main = self.ranks.is_main
-        self.split = open_train_split(cfg.data, self.world_size)
+        self.split = open_train_split(cfg.data)
         self.val_data = build_eval_split(cfg.data, self.workers, shard=(self.ranks.rank, self.world_size))
         if self.split.class_names != self.val_data.split.class_names:
             raise UserError(
                 f"train and val class folders differ under {self.split.path.parent}: "
                 f"{len(self.split.class_names)} vs {len(self.val_data.split.class_names)} classes"
             )
-        micro = steps_per_epoch(self.split, cfg.data.batch_size, self.world_size)
         self.accumulation = train.accumulation_steps
-        if micro < self.accumulation:
+        self.plan = BatchPlan(cfg.data.batch_size, self.world_size, self.accumulation)
+        self.steps_per_epoch = self.plan.steps_per_epoch(self.split.num_images)
+        if self.steps_per_epoch == 0:
             raise UserError(
-                f"train.accumulation_steps={self.accumulation} exceeds the {micro} batches of an epoch; lower it"
+                f"data.batch_size={self.plan.describe()} (the global batch: batch x devices x "
+                f"train.accumulation_steps) exceeds the {self.split.num_images} training images; lower them"
             )
-        self.micro_per_epoch = micro - micro % self.accumulation
-        self.steps_per_epoch = self.micro_per_epoch // self.accumulation
-        self.global_batch = cfg.data.batch_size * self.world_size * self.accumulation
+        self.micro_per_epoch = self.steps_per_epoch * self.accumulation  # per rank
+        self.global_batch = self.plan.global_batch
         base_lr = scaled_lr(cfg.optimizer, self.global_batch)
         self.lrs = learning_rates(cfg.scheduler, base_lr, self.steps_per_epoch, train.epochs)
 
-        # the same initial weights on every rank, other dropout / stochastic-depth masks
-        noise_seed = cfg.seed + 1_000_003 * self.ranks.rank
-        self.net = build_model(cfg.model, seed=cfg.seed, noise_seed=noise_seed)
+        # the same initial weights and noise seed on every rank: each micro-batch's dropout /
+        # stochastic-depth masks are keyed by its global number (the rng_step counter), so ranks
+        # draw different masks, and the very masks one process with accumulation would draw
+        self.net = build_model(cfg.model, seed=cfg.seed)
         log.info("model %s", model_summary(self.net, cfg.data.train_size))
         if cfg.model.pretrained and not cfg.resume:
             self._load_pretrained(cfg.model.pretrained)
@@ -179,7 +182,7 @@ class Trainer:
         forward_net = apply_amp(self.net, amp_level, run_dir)
         self.ema = None
         if train.ema.enabled:
-            shadow = build_model(cfg.model, seed=cfg.seed, noise_seed=noise_seed)
+            shadow = build_model(cfg.model, seed=cfg.seed)
             self.ema = EMA(self.net, shadow, train.ema.decay, train.ema.warmup)
         optimizer = build_optimizer(cfg.optimizer, self.net.trainable_params(), self.lrs)
         self.step = TrainStep(
@@ -190,6 +193,7 @@ class Trainer:
             clip_grad_norm=train.clip_grad_norm,
             loss_scale=train.loss_scale,
             accumulation_steps=self.accumulation,
+            noise_stride=self.world_size,
             ema=self.ema,
             grad_reducer=nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=self.world_size)
             if self.ranks.distributed
@@ -198,7 +202,7 @@ class Trainer:
         self.shadow_net = self.ema.shadow_net if self.ema else None
         self.stage: Stage | None = None  # set by _enter_stage at the first epoch
         self.stage_data = cfg.data
-        self.mixer = BatchMixer(cfg.data.augment, self.mixer_seed)
+        self.mixer = BatchMixer(cfg.data.augment, cfg.seed)
         self.progress = Progress()
         self.stop = StopRequests()
         if len(self.schedule) > 1:
@@ -208,11 +212,12 @@ class Trainer:
                 format_schedule(self.schedule, cfg.data.augment.randaug_layers > 0),
             )  # fmt: skip
         log.info(
-            "training %d epochs x %d steps (batch %d x %d devices x %d accumulation = %d), %s lr %.3g "
-            "(%.3g per 256 images), amp %s, loss scale %s, EMA %s; %d train / %d val images",
-            train.epochs, self.steps_per_epoch, cfg.data.batch_size, self.world_size, self.accumulation,
-            self.global_batch, cfg.optimizer.name, base_lr, cfg.optimizer.lr, amp_level, train.loss_scale.kind.name,
-            f"{train.ema.decay}" if self.ema else "off", self.split.num_images, self.val_data.split.num_images,
+            "training %d epochs x %d steps (batch %s), %s lr %.3g (%.3g per 256 images), amp %s, "
+            "loss scale %s, EMA %s; %d train / %d val images, %d trained and %d dropped per epoch",
+            train.epochs, self.steps_per_epoch, self.plan.describe(), cfg.optimizer.name, base_lr, cfg.optimizer.lr,
+            amp_level, train.loss_scale.kind.name, f"{train.ema.decay}" if self.ema else "off",
+            self.split.num_images, self.val_data.split.num_images,
+            self.steps_per_epoch * self.global_batch, self.plan.dropped(self.split.num_images),
         )  # fmt: skip
 
     def _load_pretrained(self, path: str) -> None:
@@ -224,10 +229,6 @@ class Trainer:
                 meta["source_classes"], self.net.num_classes,
             )  # fmt: skip
 
-    @property
-    def mixer_seed(self) -> int:
-        return self.cfg.seed + 7919 * self.ranks.rank
-
     def _enter_stage(self, epoch: int) -> None:
         """Switch data pipeline, dropout and mixing to the stage of ``epoch`` when it changes.
         Compiled graphs are cached per input shape, so only a new image size compiles."""
@@ -237,7 +238,7 @@ class Trainer:
         self.stage = stage
         self.net.dropout.set_rate(stage.dropout)
         self.stage_data = stage_data_config(self.cfg.data, stage)
-        self.mixer = BatchMixer(self.stage_data.augment, self.mixer_seed)
+        self.mixer = BatchMixer(self.stage_data.augment, self.cfg.seed)
         if len(self.schedule) > 1:
             log.info(
                 "stage %d/%d (epochs %d-%d): image size %d, dropout %.3f, RandAugment magnitude %s, "
@@ -248,7 +249,7 @@ class Trainer:
             )  # fmt: skip
 
     # ---- checkpoints -------------------------------------------------------------------
-    def _meta(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+    def _meta(self, metrics: dict[str, float] | None = None, **progress: Any) -> dict[str, Any]:
         return {
             "variant": self.cfg.model.name,
             "num_classes": self.cfg.model.num_classes,
@@ -256,15 +257,39 @@ class Trainer:
             "eval_size": self.cfg.data.eval_size,
             "stage": self.stage.index if self.stage else 0,
             "schedule": [stage.as_row() for stage in self.schedule],
+            "plan": {
+                "batch_size": self.plan.batch_size,
+                "world_size": self.world_size,
+                "accumulation": self.accumulation,
+                "global_batch": self.global_batch,
+            },  # fmt: skip
             "metrics": metrics or {},
             **self.progress.as_meta(),
+            **progress,
         }
 
+    def _sync_ranks(self) -> None:
+        """Average the BN running statistics (raw and EMA) over the ranks. Between two calls each
+        rank's statistics follow only its own micro-batches; the update is linear, so averaging
+        at any point gives the same result as averaging at the end. Every rank calls this at the
+        same step: before each evaluation and each checkpoint."""
+        ranks.average_bn_statistics(self.net)
+        if self.shadow_net is not None:
+            ranks.average_bn_statistics(self.shadow_net)
+
+    def _epoch_loss(self) -> tuple[float, int]:
+        """(sum, count) of the finite training losses of the epoch so far, over all ranks."""
+        total = ranks.allreduce_sum(np.array([self.progress.loss_sum, self.progress.loss_count], np.float64))
+        return float(total[0]), int(round(total[1]))
+
     def _save_state(self, name: str, metrics: dict[str, float] | None = None) -> None:
+        """A resumable checkpoint; collective: every rank calls it at the same step."""
+        self._sync_ranks()
+        loss_sum, loss_count = self._epoch_loss()
         if not self.main:
             return
         entries = state_entries(self.step, self.net, self.shadow_net)
-        save_atomic(entries, self.ckpt_dir / name, self._meta(metrics))
+        save_atomic(entries, self.ckpt_dir / name, self._meta(metrics, loss_sum=loss_sum, loss_count=loss_count))
 
     def _save_model(self, path: Path, metrics: dict[str, float]) -> None:
         if not self.main:
@@ -281,12 +306,15 @@ class Trainer:
             )
         if meta.get("schedule") != [stage.as_row() for stage in self.schedule]:
             log.warning("resume: the progressive schedule differs from the one %s was trained with", path)
+        self._check_resumable_plan(path, meta)
         progress = Progress(**{key: meta[key] for key in Progress().as_meta()})
         if progress.evaluated:
-            progress.epoch, progress.micro_done, progress.evaluated = progress.epoch + 1, 0, False
+            progress.epoch, progress.steps_done, progress.evaluated = progress.epoch + 1, 0, False
+            progress.loss_sum, progress.loss_count = 0.0, 0
+        elif not self.main:  # the epoch's losses so far are over all ranks: count them once
             progress.loss_sum, progress.loss_count = 0.0, 0
         self.progress = progress
-        log.info("resumed from %s at epoch %d, %d batches done", path, progress.epoch, progress.micro_done)
+        log.info("resumed from %s at epoch %d, %d steps done", path, progress.epoch, progress.steps_done)
         if not self.main:
             return
         previous = EpochLog(path.parent.parent / "metrics.csv")
@@ -300,6 +328,34 @@ class Trainer:
                 shutil.copy2(source, self.ckpt_dir / "top" / name)
         if (path.parent / BEST).is_file():
             shutil.copy2(path.parent / BEST, self.ckpt_dir / BEST)
+
+    def _check_resumable_plan(self, path: Path, meta: dict[str, Any]) -> None:
+        """A run continues on any device count whose global batch is the same: the epoch is cut
+        into the same optimizer steps. Another global batch would change the data order and the
+        schedule, so it is refused."""
+        before = meta.get("plan")
+        if before is None:
+            raise UserError(
+                f"resume={str(path)!r} was written by an older effv2 without the batch plan and cannot be resumed; "
+                f"start from its weights with model.pretrained={path}"
+            )
+        if before["global_batch"] != self.global_batch:
+            raise UserError(
+                f"resume={str(path)!r} trained with a global batch of {before['global_batch']} "
+                f"({before['batch_size']} x {before['world_size']} devices x {before['accumulation']} accumulation); "
+                f"this run's is {self.plan.describe()}: set data.batch_size and train.accumulation_steps so that "
+                f"batch x devices x accumulation = {before['global_batch']}"
+            )
+        if (before["world_size"], before["accumulation"]) != (self.world_size, self.accumulation):
+            log.info(
+                "resume: %d devices x %d accumulation continue a run of %d x %d, same global batch %d",
+                self.world_size, self.accumulation, before["world_size"], before["accumulation"], self.global_batch,
+            )  # fmt: skip
+        if before["batch_size"] != self.plan.batch_size:
+            log.warning(
+                "resume: micro-batches of %d images instead of %d: same steps and data order, but other BN batch "
+                "statistics and dropout masks than the original run", self.plan.batch_size, before["batch_size"],
+            )  # fmt: skip
 
     def _keep_top_k(self, metric: float, epoch: int, metrics: dict[str, float]) -> None:
         keep = self.cfg.train.checkpoint.keep_top_k
@@ -324,27 +380,43 @@ class Trainer:
         self._enter_stage(epoch)
         stage = self.stage
         ds.config.set_seed(cfg.seed * 100_003 + epoch)  # per-epoch augmentation stream
-        batch = cfg.data.batch_size
-        order = epoch_order(self.split, batch, cfg.seed, epoch)[: self.micro_per_epoch * batch]
-        remaining = order[progress.micro_done * batch :]
+        batch, rank = cfg.data.batch_size, self.ranks.rank
+        indices = self.plan.rank_indices(epoch_order(self.split.num_images, cfg.seed, epoch), rank)
+        first_micro = progress.steps_done * self.accumulation  # this rank's, within the epoch
+        remaining = indices[first_micro * batch :]
+        # the counter that keys dropout / drop-path masks: the global number of the micro-batch
+        # about to run; the step adds world_size after each micro-batch
+        run_micro = (epoch - 1) * self.micro_per_epoch + first_micro
+        self.net.rng_step.set_data(Tensor(np.array([self.plan.global_micro(run_micro, rank)], np.int64)))
         started = time.perf_counter()
         waited = 0.0
+        steps_at_start = progress.steps_done
         if len(remaining):
-            dataset = train_epoch(self.stage_data, self.split, remaining, self.workers, stage.image_size)
-            bar = tqdm(total=self.micro_per_epoch, initial=progress.micro_done, desc=f"epoch {epoch}", disable=None)
+            record_to = None
+            if cfg.data.record_reads:
+                (self.run_dir / "reads").mkdir(exist_ok=True)
+                record_to = self.run_dir / "reads" / f"epoch{epoch:04d}_rank{rank}.txt"
+            dataset = train_epoch(self.stage_data, self.split, remaining, self.workers, stage.image_size, record_to)
+            bar = tqdm(total=self.micro_per_epoch, initial=first_micro, desc=f"epoch {epoch}", disable=None)
             interval = cfg.train.checkpoint.recovery_interval
             ready = time.perf_counter()
-            for images, labels in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+            for micro, (images, labels) in enumerate(
+                dataset.create_tuple_iterator(num_epochs=1, output_numpy=True), start=first_micro
+            ):
                 waited += time.perf_counter() - ready  # the step waited this long for its batch
-                micro_index = (epoch - 1) * self.micro_per_epoch + progress.micro_done
+                global_micro = self.plan.global_micro((epoch - 1) * self.micro_per_epoch + micro, rank)
                 targets = smoothed_one_hot(labels, cfg.model.num_classes, cfg.train.label_smoothing)
-                images, targets = self.mixer(images, targets, micro_index)
-                apply = (progress.micro_done + 1) % self.accumulation == 0
-                if progress.micro_done:  # not before the first step: its compile may take long
+                images, targets = self.mixer(images, targets, global_micro)
+                apply = (micro + 1) % self.accumulation == 0
+                if micro > first_micro:  # not before the first step: its compile may take long
                     ranks.heartbeat(self.run_dir)
-                loss, finite = self.step(Tensor(images), Tensor(targets), apply)
+                if self.accumulation == 1:
+                    loss, finite = self.step(Tensor(images), Tensor(targets))
+                else:
+                    loss, finite = self.step(Tensor(images), Tensor(targets), ACCUMULATE)
+                    if apply:
+                        finite = self.step(None, None, APPLY)
                 loss = float(loss.asnumpy())
-                progress.micro_done += 1
                 ranks.heartbeat(self.run_dir)
                 if not bool(finite.asnumpy()):
                     progress.overflow_steps += 1
@@ -355,29 +427,34 @@ class Trainer:
                 if math.isfinite(loss):
                     progress.loss_sum += loss
                     progress.loss_count += 1
-                step_index = micro_index // self.accumulation
+                step_index = (epoch - 1) * self.steps_per_epoch + micro // self.accumulation
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lrs[step_index]:.3g}")
-                if apply and interval > 0 and (step_index + 1) % interval == 0:
-                    self._save_state(RECOVERY)
-                if apply and self.stop.signal_number is not None:
-                    bar.close()
-                    self._interrupt(epoch, step_index + 1)
+                if apply:
+                    progress.steps_done += 1
+                    if interval > 0 and (step_index + 1) % interval == 0:
+                        self._save_state(RECOVERY)
+                    if ranks.any_rank(self.stop.signal_number is not None):
+                        bar.close()
+                        self._interrupt(epoch, step_index + 1)
                 ready = time.perf_counter()
             bar.close()
         seconds = time.perf_counter() - started
-        trained = len(remaining) // cfg.data.batch_size
+        trained = (progress.steps_done - steps_at_start) * self.global_batch  # over all ranks
+        loss_sum, loss_count = self._epoch_loss()
         return {
             "epoch": epoch,
             "stage": stage.index,
             "image_size": stage.image_size,
             "lr": float(self.lrs[epoch * self.steps_per_epoch - 1]),
-            "train_loss": progress.loss_sum / progress.loss_count if progress.loss_count else "",
-            "images_per_s": trained * cfg.data.batch_size * self.world_size / seconds if trained else "",
+            "train_loss": loss_sum / loss_count if loss_count else "",
+            "images_per_s": trained / seconds if trained else "",
             "overflow_steps": progress.overflow_steps,
             "loss_scale": float(self.step.scale.asnumpy()[0]),
             "seconds": seconds,
             "data_wait": waited / seconds if trained else "",
+            "train_images": self.steps_per_epoch * self.global_batch,
+            "dropped_images": self.plan.dropped(self.split.num_images),
         }
 
     def _interrupt(self, epoch: int, steps_done: int) -> None:
@@ -390,7 +467,7 @@ class Trainer:
         )
 
     def _stop_on_divergence(self, epoch: int, loss: float) -> None:
-        step = (epoch - 1) * self.steps_per_epoch + self.progress.micro_done // self.accumulation
+        step = (epoch - 1) * self.steps_per_epoch + self.progress.steps_done + 1
         last_good = self.ckpt_dir / LAST
         where = f"the last good checkpoint is {last_good}" if last_good.exists() else "no checkpoint was written yet"
         raise UserError(
@@ -399,9 +476,7 @@ class Trainer:
         )
 
     def _evaluate(self) -> dict[str, float]:
-        ranks.average_bn_statistics(self.net)
-        if self.shadow_net is not None:
-            ranks.average_bn_statistics(self.shadow_net)
+        self._sync_ranks()
         val = evaluate(self.net, self.val_data, self.run_dir)
         metrics = {"val_top1": val["top1"], "val_top5": val["top5"]}
         if self.shadow_net is not None:
@@ -434,20 +509,22 @@ class Trainer:
                 self.epoch_log.append(row)
                 plot_curves(self.epoch_log.rows(), self.run_dir / "curves.png")
             log.info(
-                "epoch %d/%d  loss %s  lr %.3g  %s%s img/s  %.1f s  (%s of it waiting for data)",
+                "epoch %d/%d  loss %s  lr %.3g  %s%s img/s  %.1f s  (%s of it waiting for data)  "
+                "%d images trained over %d ranks, %d dropped as the remainder",
                 epoch, epochs, _fmt(row["train_loss"], ".4f"), row["lr"],
                 "".join(f"{k} {row[k]:.2f}  " for k in ("val_top1", "val_top5", "ema_val_top1") if k in row),
                 _fmt(row["images_per_s"], ".1f"), row["seconds"],
                 f"{row['data_wait']:.0%}" if isinstance(row["data_wait"], float) else "-",
+                row["train_images"], self.world_size, row["dropped_images"],
             )  # fmt: skip
-            self.progress.micro_done, self.progress.evaluated = 0, False
+            self.progress.steps_done, self.progress.evaluated = 0, False
             self.progress.loss_sum, self.progress.loss_count = 0.0, 0
         final = {**metrics, "best_" + best_key: self.progress.best, "epochs": epochs}
         final["overflow_steps"] = self.progress.overflow_steps
         if self.main:
             write_json(self.run_dir / "metrics.json", final)
         if self.ranks.distributed:
-            ranks.write_rank_status(self.run_dir, status="done", weights=ranks.weights_digest(self.net))
+            ranks.write_rank_status(self.run_dir, weights=ranks.weights_digest(self.net))
         return TrainResult(best=self.progress.best, final=final)
 
 
