@@ -16,7 +16,7 @@ import pytest
 from mindspore import Parameter, Tensor, nn
 
 from effv2.models import VARIANTS, EfficientNetV2, init_weights
-from effv2.models.variants import StageSpec, VariantSpec
+from effv2.models.variants import MICRO
 from effv2.training.checkpoint import read_checkpoint, save_atomic
 from effv2.training.ema import EMA
 from effv2.training.loss import SoftTargetCrossEntropy, smoothed_one_hot
@@ -121,7 +121,7 @@ def test_smoothed_targets_and_soft_cross_entropy() -> None:
 
 @pytest.mark.parametrize("mixup,cutmix", [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
 def test_mixed_labels_sum_to_one_and_match_the_pixels(mixup: float, cutmix: float) -> None:
-    augment = SimpleNamespace(mixup_alpha=mixup, cutmix_alpha=cutmix, mix_prob=1.0, switch_prob=0.5)
+    augment = SimpleNamespace(mixup_alpha=mixup, cutmix_alpha=cutmix, mix_prob=1.0, switch_prob=0.5, mix_mode="timm")
     mixer = BatchMixer(augment, seed=0)
     images = np.stack([np.full((3, 16, 16), float(i), np.float32) for i in range(4)])
     targets = smoothed_one_hot(np.arange(4), 4, 0.0)
@@ -132,6 +132,26 @@ def test_mixed_labels_sum_to_one_and_match_the_pixels(mixup: float, cutmix: floa
         assert mixed[0].mean() == pytest.approx(3.0 * soft[0, 3], abs=1e-5)
     again, _ = mixer(images, targets, 7)
     np.testing.assert_array_equal(again, mixer(images, targets, 7)[0])
+
+
+def test_official_mixing_mixes_each_image_and_splits_the_batch() -> None:
+    """google/automl datasets.py: mixup draws a weight per image (at least 0.5 for the image
+    itself); with both alphas the first half gets mixup, the second cutmix, each within its half."""
+    augment = SimpleNamespace(mixup_alpha=0.5, cutmix_alpha=0.5, mix_prob=1.0, switch_prob=0.5, mix_mode="official")
+    images = np.stack([np.full((3, 16, 16), float(i), np.float32) for i in range(8)])
+    targets = smoothed_one_hot(np.arange(8), 8, 0.0)
+    mixed, soft = BatchMixer(augment, seed=0)(images, targets, 3)
+    np.testing.assert_allclose(soft.sum(1), 1.0, rtol=1e-6)
+    for i in range(4):  # mixup within images 0-3: i is mixed with 3 - i, by its own weight
+        assert soft[i, i] >= 0.5 - 1e-6 and soft[i, i] + soft[i, 3 - i] == pytest.approx(1.0)
+        assert mixed[i].mean() == pytest.approx(i * soft[i, i] + (3 - i) * soft[i, 3 - i], abs=1e-4)
+    assert len({round(float(soft[i, i]), 6) for i in range(4)}) > 1  # a weight per image
+    for i in range(4, 8):  # cutmix within images 4-7: pixels are only the image's or its partner's
+        assert set(np.unique(mixed[i])) <= {float(i), float(11 - i)}
+        assert soft[i, i] + soft[i, 11 - i] == pytest.approx(1.0)
+    # the labels of the cutmix half mix by one fraction, the pasted share of the whole half
+    pasted = np.mean([(mixed[i] == 11 - i).mean() for i in range(4, 8) if i != 11 - i])
+    assert soft[4, 7] == pytest.approx(pasted, abs=1e-6)
 
 
 class _Toy(nn.Cell):
@@ -159,15 +179,6 @@ def test_ema_math_on_a_toy_parameter(warmup: bool) -> None:
 
 
 # ---- the compiled step: amp levels, loss scaling, accumulation --------------------------------
-# every block kind (Fused-MBConv with expansion 1 and a skip, Fused-MBConv, MBConv with SE and a
-# skip) in a network that compiles in a second or two instead of B0's ten
-MICRO_STAGES = ("r1_k3_s1_e1_i16_o16_c1", "r2_k3_s2_e4_i16_o24_c1", "r2_k3_s2_e4_i24_o32_se0.25")
-MICRO = VariantSpec(
-    "micro", tuple(StageSpec.parse(t) for t in MICRO_STAGES),
-    width=1.0, depth=1.0, train_size=32, eval_size=32, dropout=0.2, head_channels=64,
-)  # fmt: skip
-
-
 def _step(amp: str = "O0", kind: str = "none", value: float = 1.0, accumulation: int = 1, clip: float | None = 5.0):
     net = EfficientNetV2(MICRO, num_classes=10)
     init_weights(net, 0)
