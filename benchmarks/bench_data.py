@@ -1,6 +1,7 @@
-"""Data pipeline against the model: how fast the training pipeline (decode, random-resized crop,
-flip, RandAugment, normalise; hardware.num_workers workers) produces images, how fast training
-consumes them, and the fraction of a real epoch spent waiting for data (metrics.csv data_wait).
+"""Data pipeline against the model: how fast the training pipeline (decode, the official random
+crop, bilinear resize, flip, the official RandAugment 2 x 15, normalise; hardware.num_workers
+workers) produces images, how fast training consumes them, and the fraction of a real epoch spent
+waiting for data (metrics.csv data_wait).
 
 The images are real: the embedded digits, upscaled to 256 px JPEGs so decoding costs what a
 photo of that size costs.
@@ -45,7 +46,7 @@ def make_jpeg_folder(root: Path, per_class: int, source_size: int) -> Path:
 def _overrides(root: Path, size: int, workers: int) -> list[str]:
     return [
         "data=imagefolder", f"data.root={root}", "data.num_classes=10", f"data.train_size={size}",
-        f"data.eval_size={size}", "data.augment.randaug_layers=2", "data.augment.randaug_magnitude=9",
+        f"data.eval_size={size}", "data.augment.randaug_layers=2", "data.augment.randaug_magnitude=15",
         f"hardware.num_workers={workers}",
     ]  # fmt: skip
 

@@ -59,20 +59,24 @@ def tiny_folder(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def tiny_data(root: Path, batch_size: int = 16) -> tuple[str, ...]:
-    """Overrides that train on :func:`tiny_folder` at 32 px (80 training images)."""
+    """Overrides that train the micro network (every block kind, compiles in seconds) on
+    :func:`tiny_folder` at 32 px (80 training images)."""
     return (
-        "data=imagefolder", f"data.root={root}", "data.num_classes=10", f"data.batch_size={batch_size}",
-        "data.train_size=32", "data.eval_size=32", "data.train_crop=squash", "data.eval_crop=squash",
+        "model=effnetv2_micro", "data=imagefolder", f"data.root={root}", "data.num_classes=10",
+        f"data.batch_size={batch_size}", "data.train_size=32", "data.eval_size=32", "data.train_crop=squash",
+        "data.eval_crop=squash",
         "data.hflip_prob=0",
     )  # fmt: skip
 
 
 def resumable(root: Path) -> tuple[str, ...]:
-    """A short deterministic run for the interrupt-and-resume tests: 3 epochs of 10 steps on
-    :func:`tiny_folder`, EMA, a recovery checkpoint every 7 steps."""
+    """A short run for the interrupt-and-resume tests: 3 epochs of 10 steps on :func:`tiny_folder`
+    with random-resized crops, flips and RandAugment (all keyed per image), EMA, a recovery
+    checkpoint every 7 steps."""
     return (
         *tiny_data(root, batch_size=8), "train.epochs=3", "train.ema.enabled=true", "train.ema.decay=0.99",
-        "train.checkpoint.recovery_interval=7",
+        "train.checkpoint.recovery_interval=7", "data.train_crop=random_resized_crop", "data.hflip_prob=0.5",
+        "data.augment.randaug_layers=2", "data.augment.randaug_magnitude=15",
     )  # fmt: skip
 
 

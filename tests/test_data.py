@@ -74,20 +74,43 @@ def test_epoch_order_is_keyed_by_seed_and_epoch_and_sharded_by_batch_blocks(digi
     np.testing.assert_array_equal(ranks[1][32:64], first[96:128])
 
 
+AUGMENTED = (
+    "data.train_size=48", "data.batch_size=8", "data.train_crop=random_resized_crop", "data.hflip_prob=0.5",
+    "data.augment.randaug_layers=2", "data.augment.randaug_magnitude=15", "data.augment.cutout_ratio=0.5",
+    "data.augment.random_erasing_prob=1.0",
+)  # fmt: skip
+
+
 def test_the_augmentations_run_in_the_pipeline(digits_root: Path) -> None:
-    cfg = _data_cfg(
-        "data.train_size=48", "data.batch_size=8", "data.train_crop=random_resized_crop", "data.hflip_prob=0.5",
-        "data.augment.randaug_layers=2", "data.augment.randaug_magnitude=9", "data.augment.cutout_ratio=0.5",
-        "data.augment.random_erasing_prob=1.0",
-    )  # fmt: skip
-    (images, _), _ = _first_train_batch(cfg)
+    (images, _), _ = _first_train_batch(_data_cfg(*AUGMENTED))
     assert images.shape == (8, 3, 48, 48)
-    (images, _), _ = _first_train_batch(_data_cfg("data.augment.auto_augment=imagenet", "data.batch_size=8"))
+    (plain, _), _ = _first_train_batch(_data_cfg("data.train_size=48", "data.batch_size=8"))
+    assert not np.allclose(images, plain)
+    (images, _), _ = _first_train_batch(_data_cfg("data.augment.auto_augment=v0", "data.batch_size=8"))
     assert images.shape == (8, 3, 32, 32)
 
 
+def test_augmentation_does_not_depend_on_the_worker_count(digits_root: Path) -> None:
+    """Every random choice is keyed by (seed, epoch, image index), not by the worker that ran it."""
+    cfg = _data_cfg(*AUGMENTED)
+    split = open_train_split(cfg)
+    order = epoch_order(split.num_images, seed=0, epoch=3)[:24]
+    batches = [
+        [b for b, _ in train_epoch(cfg, split, order, w, seed=0, epoch=3).create_tuple_iterator(output_numpy=True)]
+        for w in (1, 2)
+    ]
+    for one, two in zip(*batches, strict=True):
+        np.testing.assert_array_equal(one, two)
+    # the same images in another order get the same augmentation; another epoch gets another
+    reordered = [b for b, _ in train_epoch(cfg, split, order[::-1], 1, seed=0, epoch=3).create_tuple_iterator(
+        output_numpy=True)]  # fmt: skip
+    np.testing.assert_array_equal(reordered[-1][::-1], batches[0][0])
+    other_epoch = next(train_epoch(cfg, split, order, 1, seed=0, epoch=4).create_tuple_iterator(output_numpy=True))[0]
+    assert not np.array_equal(other_epoch, batches[0][0])
+
+
 def test_randaugment_and_autoaugment_are_exclusive(digits_root: Path) -> None:
-    cfg = _data_cfg("data.augment.randaug_layers=2", "data.augment.auto_augment=imagenet")
+    cfg = _data_cfg("data.augment.randaug_layers=2", "data.augment.auto_augment=v0")
     with pytest.raises(UserError, match="not both"):
         _first_train_batch(cfg)
 

@@ -36,7 +36,7 @@ def test_export_writes_the_file_and_a_parity_report(
     assert exported.stat().st_size == report["bytes"] > 1_000_000
     assert report["format"] == fmt and report["input_shape"] == [1, 3, 32, 32]
     assert report["weights"] == "ema"  # the checkpoint carries EMA weights
-    assert report["max_abs_diff"] < 1e-5 and report["top1_agreement"] == 1.0
+    assert report["max_abs_diff"] < 1e-4 and report["top1_agreement"] == 1.0
     assert json.loads((tmp_path / "effnetv2_b0.classes.json").read_text()) == [str(d) for d in range(10)]
 
 

@@ -30,18 +30,19 @@ def _schedule(*overrides: str, default_dropout: float = 0.2) -> list[tuple]:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     return [
-        (s.first_epoch, s.last_epoch, s.image_size, round(s.dropout, 4), s.randaug, round(s.mixup, 4))
+        (s.first_epoch, s.last_epoch, s.image_size, round(s.dropout, 4), round(s.randaug, 4), round(s.mixup, 4))
         for s in build_schedule(cfg, default_dropout)
     ]
 
 
 # hand-computed from SPEC section 3: S_i = S_0 + (S_e - S_0) * i / 3, sizes truncated, RandAugment
-# rounded; stage k of 350 epochs starts after int(k / 4 * 350) epochs
+# magnitudes kept fractional (official level scale); stage k of 350 epochs starts after
+# int(k / 4 * 350) epochs
 PAPER_TABLES = {
     "effnetv2_s": [
         (1, 87, 128, 0.1, 5, 0.0),
-        (88, 175, 185, 0.1667, 8, 0.0),
-        (176, 262, 242, 0.2333, 12, 0.0),
+        (88, 175, 185, 0.1667, 8.3333, 0.0),
+        (176, 262, 242, 0.2333, 11.6667, 0.0),
         (263, 350, 300, 0.3, 15, 0.0),
     ],
     "effnetv2_m": [
@@ -52,8 +53,8 @@ PAPER_TABLES = {
     ],
     "effnetv2_l": [
         (1, 87, 128, 0.1, 5, 0.0),
-        (88, 175, 212, 0.2333, 12, 0.1333),
-        (176, 262, 296, 0.3667, 18, 0.2667),
+        (88, 175, 212, 0.2333, 11.6667, 0.1333),
+        (176, 262, 296, 0.3667, 18.3333, 0.2667),
         (263, 350, 380, 0.5, 25, 0.4),
     ],
 }
@@ -72,8 +73,8 @@ def test_official_code_formula() -> None:
     )  # fmt: skip
     assert table == [
         (1, 2, 171, 0.2, 5, 0.0),
-        (3, 5, 214, 0.2, 8, 0.0667),
-        (6, 7, 257, 0.2, 12, 0.1333),
+        (3, 5, 214, 0.2, 8.3333, 0.0667),
+        (6, 7, 257, 0.2, 11.6667, 0.1333),
         (8, 10, 300, 0.2, 15, 0.2),
     ]
 
@@ -85,7 +86,7 @@ def test_generic_paper_preset_ends_at_the_training_size() -> None:
 
 
 def test_without_progressive_one_stage_at_the_fixed_values() -> None:
-    assert _schedule("model.drop_rate=0.25", "train.epochs=6") == [(1, 6, 32, 0.25, 9, 0.0)]
+    assert _schedule("model.drop_rate=0.25", "train.epochs=6") == [(1, 6, 32, 0.25, 10.0, 0.0)]
 
 
 @pytest.mark.parametrize(
@@ -102,8 +103,8 @@ def test_without_progressive_one_stage_at_the_fixed_values() -> None:
             "progressive.dropout_max=1.0 is outside [0.0, 1.0)",
         ),
         (
-            ("progressive=paper", "progressive.min_size=16", "progressive.randaug_max=31"),
-            "progressive.randaug_max=31 is outside [0, 30]",
+            ("progressive=paper", "progressive.min_size=16", "progressive.randaug_max=-1"),
+            "progressive.randaug_max=-1.0 is outside [0.0, inf]",
         ),
         (
             ("progressive=paper", "progressive.min_size=16", "data.augment.randaug_layers=0"),

@@ -1,5 +1,5 @@
 """Exact resume: a run killed with SIGKILL mid-epoch and resumed ends bit-identical to an
-uninterrupted run (CPU, a deterministic data pipeline)."""
+uninterrupted run, with random crops, flips and RandAugment on (CPU)."""
 
 from __future__ import annotations
 

@@ -46,8 +46,34 @@ class TrainCrop(Enum):
 
 
 class EvalCrop(Enum):
+    # timm: shorter side to size / crop_pct, then the centre
     center = "center"
     squash = "squash"
+    # google/automl preprocessing.py: a centre square of size / (size + 32) of the shorter side
+    # below 320 px, the whole image from 320 px; then resized to size x size
+    official = "official"
+    # google/automl preprocess_legacy.py (EfficientNetV1-style B0-B3): always that centre square
+    official_v1 = "official_v1"
+
+
+class CropFallback(Enum):
+    # when the random crop finds no box (or picks the whole image): keep the whole image
+    # (tf.image.sample_distorted_bounding_box), or take the eval centre crop (preprocess_legacy.py)
+    full = "full"
+    center = "center"
+
+
+class CutoutFill(Enum):
+    black = "black"  # zeros in image space
+    uniform = "uniform"  # U[0, 1) values in the normalised space (the official fine-tune, the seed)
+
+
+class MixMode(Enum):
+    # one lambda per batch, mixup or cutmix by switch_prob, applied with mix_prob
+    timm = "timm"
+    # google/automl datasets.py: a lambda per image (max(w, 1 - w)); with both alphas the first
+    # half of the batch gets mixup, the second cutmix
+    official = "official"
 
 
 class LossScaleKind(Enum):
@@ -63,9 +89,7 @@ class BestMetric(Enum):
 
 class AutoAugmentPolicy(Enum):
     none = "none"
-    imagenet = "imagenet"
-    cifar10 = "cifar10"
-    svhn = "svhn"
+    v0 = "v0"  # the official policy_v0 (google/automl autoaugment.py), used by B0-B3
 
 
 class ExportFormat(Enum):
@@ -106,10 +130,8 @@ class ProgressiveFormula(Enum):
 
 
 class Interpolation(Enum):
-    bilinear = "bilinear"
-    bicubic = "bicubic"
-    nearest = "nearest"
-    area = "area"
+    bilinear = "bilinear"  # tf.image.resize: half-pixel centres, no antialiasing
+    bicubic = "bicubic"  # TF1 resize_bicubic (preprocess_legacy.py): a = -0.75, no half-pixel centres
 
 
 @dataclass
@@ -137,19 +159,23 @@ class ModelConfig:
 @dataclass
 class AugmentConfig:
     """Training augmentation, applied in this order: geometry (crop, flip), RandAugment or
-    AutoAugment, cutout (constant fill, image space), normalise, random erasing, then
-    mixup / cutmix on the batch."""
+    AutoAugment, normalise, cutout, random erasing, then mixup / cutmix on the batch. Every
+    random choice is keyed by (seed, epoch, image index), see effv2.data.transforms."""
 
-    # RandAugment: number of ops per image (0 disables) and magnitude on MindSpore's 0-30 scale
+    # RandAugment: ops per image (0 disables) and magnitude on the official level scale
+    # (google/automl autoaugment.py: 10 is each op's full range, higher levels extrapolate)
     randaug_layers: int = 0
-    randaug_magnitude: int = 9
+    randaug_magnitude: float = 10.0
     auto_augment: AutoAugmentPolicy = AutoAugmentPolicy.none
-    # cutout: a black square (zeros in image space) of side ratio * size; seed 0.5; 0 disables
+    # cutout: a square of side ratio * size (the seed and the official fine-tune: 0.5) at a
+    # random centre, clipped at the borders; 0 disables
     cutout_ratio: float = 0.0
+    cutout_fill: CutoutFill = CutoutFill.black
     random_erasing_prob: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
-    # probability that a batch is mixed at all, and that a mixed batch uses cutmix over mixup
+    mix_mode: MixMode = MixMode.timm
+    # timm mode: probability that a batch is mixed at all, and that a mixed batch uses cutmix
     mix_prob: float = 1.0
     switch_prob: float = 0.5
 
@@ -167,12 +193,19 @@ class DataConfig:
     train_size: int = "${model.train_size}"  # type: ignore[assignment]
     eval_size: int = "${model.eval_size}"  # type: ignore[assignment]
     interpolation: Interpolation = Interpolation.bilinear
-    # in 0-255 pixel units: 127.5 / 127.5 maps to [-1, 1] like the official code
+    # in 0-255 pixel units: 127.5 / 127.5 maps to [-1, 1] (the seed and the official fine-tune;
+    # the official from-scratch code uses 128 / 128)
     mean: list[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
     std: list[float] = field(default_factory=lambda: [127.5, 127.5, 127.5])
+    # random_resized_crop: tf.image.sample_distorted_bounding_box's sampler; the defaults are the
+    # official preprocessing.py (area 5-100 %, aspect 0.75-1.33, 100 attempts)
     train_crop: TrainCrop = TrainCrop.random_resized_crop
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
-    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333333])
+    crop_scale: list[float] = field(default_factory=lambda: [0.05, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.33])
+    # the fraction of the image a crop must cover (min_object_covered), attempts, and the fallback
+    crop_min_covered: float = 0.0
+    crop_attempts: int = 100
+    crop_fallback: CropFallback = CropFallback.full
     hflip_prob: float = 0.5
     eval_crop: EvalCrop = EvalCrop.center
     crop_pct: float = 0.875
@@ -280,7 +313,7 @@ class ProgressiveConfig:
     paper:          value_i = min + (max - min) * i / (M - 1) for size and every regulariser
     official_code:  size_k = int(min + (max - min) * (k + 1) / M) (the released code); the
                     regularisers still ramp with i / (M - 1), like its np.linspace
-    Sizes are truncated to int like the released code; RandAugment magnitudes are rounded.
+    Sizes are truncated to int like the released code; RandAugment magnitudes stay fractional.
     A regulariser whose min and max are null keeps its fixed value (model / data.augment).
     """
 
@@ -294,8 +327,8 @@ class ProgressiveConfig:
     dropout_min: Optional[float] = None
     dropout_max: Optional[float] = None
     # RandAugment magnitude (data.augment.randaug_magnitude; needs randaug_layers > 0)
-    randaug_min: Optional[int] = None
-    randaug_max: Optional[int] = None
+    randaug_min: Optional[float] = None
+    randaug_max: Optional[float] = None
     mixup_min: Optional[float] = None
     mixup_max: Optional[float] = None
     cutmix_min: Optional[float] = None

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mindspore.dataset.transforms as T
 import numpy as np
 
 from effv2.data.imagefolder import IMAGE_EXTENSIONS
-from effv2.data.pipeline import eval_transforms
+from effv2.data.transforms import EvalTransform
 from effv2.errors import UserError
 
 
@@ -64,13 +63,13 @@ def collect_inputs(source: str | None, class_names: list[str]) -> InferInputs:
 
 
 class Preprocess:
-    """``eval_transforms`` run eagerly on one file: identical to the eval pipeline's output."""
+    """The eval pipeline's :class:`EvalTransform` on one file: identical to its output."""
 
     def __init__(self, data_cfg: Any, image_size: int) -> None:
-        self.compose = T.Compose(eval_transforms(data_cfg, image_size))
+        self.transform = EvalTransform(data_cfg, image_size)
 
     def __call__(self, path: Path) -> np.ndarray:
         try:
-            return np.asarray(self.compose(np.fromfile(path, np.uint8)), np.float32)
-        except RuntimeError as exc:
+            return self.transform(np.fromfile(path, np.uint8))
+        except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
             raise UserError(f"cannot decode image {str(path)!r}: {str(exc).splitlines()[0]}") from None

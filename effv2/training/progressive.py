@@ -26,7 +26,7 @@ class Stage:
     last_epoch: int
     image_size: int
     dropout: float
-    randaug: int
+    randaug: float  # the official level scale; fractional, like the released code's np.linspace
     mixup: float
     cutmix: float
 
@@ -42,7 +42,7 @@ def _fixed_values(cfg: Any, default_dropout: float) -> dict[str, float]:
     augment = cfg.data.augment
     return {
         "dropout": default_dropout if cfg.model.drop_rate is None else float(cfg.model.drop_rate),
-        "randaug": int(augment.randaug_magnitude),
+        "randaug": float(augment.randaug_magnitude),
         "mixup": float(augment.mixup_alpha),
         "cutmix": float(augment.cutmix_alpha),
     }
@@ -81,7 +81,7 @@ def _check(cfg: Any) -> None:
             raise UserError(f"set both progressive.{name}_min and progressive.{name}_max, or neither ({low}, {high})")
         if low is None:
             continue
-        bounds = {"dropout": (0.0, 1.0, False), "randaug": (0, 30, True)}.get(name, (0.0, float("inf"), True))
+        bounds = {"dropout": (0.0, 1.0, False)}.get(name, (0.0, float("inf"), True))
         lowest, highest, closed = bounds
         for key, value in ((f"{name}_min", low), (f"{name}_max", high)):
             if not (lowest <= value <= highest if closed else lowest <= value < highest):
@@ -113,7 +113,6 @@ def build_schedule(cfg: Any, default_dropout: float) -> list[Stage]:
             low, high = prog[f"{name}_min"], prog[f"{name}_max"]
             if low is not None:
                 values[name] = _ramp(float(low), float(high), k, prog.stages)
-        values["randaug"] = int(round(values["randaug"]))
         first, last = int(k / prog.stages * epochs) + 1, int((k + 1) / prog.stages * epochs)
         stages.append(Stage(k, first, last, size, **values))
     return stages
@@ -139,8 +138,7 @@ def format_schedule(schedule: list[Stage], randaug_on: bool) -> str:
     lines = [header]
     for s in schedule:
         epochs = f"{s.first_epoch}-{s.last_epoch}"
-        lines.append(
-            f"{s.index:>5} {epochs:>9} {s.image_size:>5} {s.dropout:>8.3f} {s.randaug if randaug_on else 'off':>8} "
-            f"{s.mixup:>6.3f} {s.cutmix:>7.3f}"
-        )
+        randaug = f"{s.randaug:.2f}" if randaug_on else "off"
+        values = f"{s.dropout:>8.3f} {randaug:>8} {s.mixup:>6.3f} {s.cutmix:>7.3f}"
+        lines.append(f"{s.index:>5} {epochs:>9} {s.image_size:>5} {values}")
     return "\n".join(lines)

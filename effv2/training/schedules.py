@@ -39,7 +39,7 @@ def learning_rates(cfg: Any, base_lr: float, steps_per_epoch: int, epochs: int) 
     total = steps_per_epoch * epochs
     step = np.arange(total, dtype=np.float64)
     lrs = _decayed(cfg, base_lr, step, steps_per_epoch, total)
-    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)  # truncated, as utils.py does
     if warmup_steps > 0:
         ramp = cfg.warmup_lr + (base_lr - cfg.warmup_lr) * step / warmup_steps
         lrs = np.where(step < warmup_steps, ramp, lrs)

@@ -244,7 +244,7 @@ class Trainer:
                 "stage %d/%d (epochs %d-%d): image size %d, dropout %.3f, RandAugment magnitude %s, "
                 "mixup %.3f, cutmix %.3f",
                 stage.index + 1, len(self.schedule), stage.first_epoch, stage.last_epoch, stage.image_size,
-                stage.dropout, stage.randaug if self.cfg.data.augment.randaug_layers > 0 else "off",
+                stage.dropout, f"{stage.randaug:.2f}" if self.cfg.data.augment.randaug_layers > 0 else "off",
                 stage.mixup, stage.cutmix,
             )  # fmt: skip
 
@@ -379,7 +379,6 @@ class Trainer:
         progress = self.progress
         self._enter_stage(epoch)
         stage = self.stage
-        ds.config.set_seed(cfg.seed * 100_003 + epoch)  # per-epoch augmentation stream
         batch, rank = cfg.data.batch_size, self.ranks.rank
         indices = self.plan.rank_indices(epoch_order(self.split.num_images, cfg.seed, epoch), rank)
         first_micro = progress.steps_done * self.accumulation  # this rank's, within the epoch
@@ -396,7 +395,9 @@ class Trainer:
             if cfg.data.record_reads:
                 (self.run_dir / "reads").mkdir(exist_ok=True)
                 record_to = self.run_dir / "reads" / f"epoch{epoch:04d}_rank{rank}.txt"
-            dataset = train_epoch(self.stage_data, self.split, remaining, self.workers, stage.image_size, record_to)
+            dataset = train_epoch(
+                self.stage_data, self.split, remaining, self.workers, stage.image_size, record_to, cfg.seed, epoch
+            )
             bar = tqdm(total=self.micro_per_epoch, initial=first_micro, desc=f"epoch {epoch}", disable=None)
             interval = cfg.train.checkpoint.recovery_interval
             ready = time.perf_counter()

@@ -1,0 +1,191 @@
+"""Per-image training and evaluation preprocessing, from encoded bytes to a normalised CHW array.
+
+Training draws every random choice (crop box, flip, RandAugment / AutoAugment ops and signs,
+cutout, erasing) from a generator keyed by (seed, epoch, image index): an image gets the same
+augmentation in the same epoch whatever the worker, the number of workers or ranks, or an
+interruption, so a resumed run continues bit for bit.
+
+Order (google/automl ``preprocessing.py``): decode -> crop box -> resize (float, not rounded)
+-> flip -> RandAugment / AutoAugment on uint8 -> normalise -> cutout -> random erasing -> CHW.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from effv2.data import geometry
+from effv2.data.augment import autoaugment_v0, randaugment
+from effv2.data.image_ops import cutout
+from effv2.errors import UserError
+
+# the official eval crop keeps the whole image from this size on (preprocessing.py)
+OFFICIAL_CROP_LIMIT = 320
+
+
+def decode(encoded: bytes | np.ndarray) -> np.ndarray:
+    """Encoded image bytes -> uint8 RGB HWC (grayscale and palette images are converted)."""
+    data = encoded.tobytes() if isinstance(encoded, np.ndarray) else encoded
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _choice(value: Any) -> str:
+    return getattr(value, "name", value)
+
+
+@dataclass(frozen=True)
+class Normalise:
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        mean = np.asarray(self.mean, np.float32)
+        std = np.asarray(self.std, np.float32)
+        return (image.astype(np.float32) - mean) / std
+
+
+def _normalise(data_cfg: Any) -> Normalise:
+    return Normalise(tuple(float(v) for v in data_cfg.mean), tuple(float(v) for v in data_cfg.std))
+
+
+def _to_chw(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+
+
+def check_data_config(data_cfg: Any) -> None:
+    """Value ranges no schema type can express, as one-line errors."""
+    low, high = data_cfg.crop_scale
+    if not 0.0 < low <= high <= 1.0:
+        raise UserError(f"data.crop_scale={list(data_cfg.crop_scale)} must satisfy 0 < min <= max <= 1")
+    low, high = data_cfg.crop_ratio
+    if not 0.0 < low <= high:
+        raise UserError(f"data.crop_ratio={list(data_cfg.crop_ratio)} must satisfy 0 < min <= max")
+    if data_cfg.crop_attempts <= 0:
+        raise UserError(f"data.crop_attempts={data_cfg.crop_attempts} must be a positive integer")
+    if not 0.0 < data_cfg.crop_pct <= 1.0:
+        raise UserError(f"data.crop_pct={data_cfg.crop_pct} must be in (0, 1]")
+    aug = data_cfg.augment
+    if aug.randaug_layers > 0 and _choice(aug.auto_augment) != "none":
+        raise UserError("data.augment: choose RandAugment (randaug_layers > 0) or auto_augment, not both")
+    if aug.randaug_magnitude < 0:
+        raise UserError(
+            f"data.augment.randaug_magnitude={aug.randaug_magnitude} must be >= 0 "
+            "(the official level scale: 10 is each op's full range, higher levels extrapolate)"
+        )
+    if not 0.0 <= aug.cutout_ratio <= 1.0:
+        raise UserError(f"data.augment.cutout_ratio={aug.cutout_ratio} must be in [0, 1]")
+
+
+class TrainTransform:
+    """(encoded image, key = [seed, epoch, image index]) -> normalised float32 CHW."""
+
+    def __init__(self, data_cfg: Any, image_size: int) -> None:
+        check_data_config(data_cfg)
+        aug = data_cfg.augment
+        self.size = image_size
+        self.crop = _choice(data_cfg.train_crop)
+        self.area_range = tuple(float(v) for v in data_cfg.crop_scale)
+        self.aspect_range = tuple(float(v) for v in data_cfg.crop_ratio)
+        self.min_covered = float(data_cfg.crop_min_covered)
+        self.attempts = int(data_cfg.crop_attempts)
+        self.fallback = _choice(data_cfg.crop_fallback)
+        self.interpolation = _choice(data_cfg.interpolation)
+        self.hflip_prob = float(data_cfg.hflip_prob)
+        self.randaug_layers = int(aug.randaug_layers)
+        self.randaug_magnitude = float(aug.randaug_magnitude)
+        self.auto_augment = _choice(aug.auto_augment)
+        self.cutout_pad = int(image_size * aug.cutout_ratio) // 2
+        self.cutout_fill = _choice(aug.cutout_fill)
+        self.erasing_prob = float(aug.random_erasing_prob)
+        self.normalise = _normalise(data_cfg)
+
+    def _geometry(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        height, width = image.shape[:2]
+        if self.crop == "random_resized_crop":
+            box = geometry.sample_crop(
+                rng, height, width, self.area_range, self.aspect_range, self.min_covered, self.attempts
+            )
+            whole = box is None or (box.height, box.width) == (height, width)
+            if whole and self.fallback == "center":  # the V1 legacy code: the eval centre crop instead
+                box = geometry.center_crop_box(height, width, self.size, offset_rounding=1)
+            if box is not None:
+                image = box.apply(image)
+        return geometry.resize(image, self.size, self.size, self.interpolation)
+
+    def _erase(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """timm / MindSpore random erasing: a rectangle of 2-33 % of the area, aspect 0.3-3.3
+        (log-uniform), set to 0 in the normalised space; up to 10 attempts."""
+        height, width = image.shape[:2]
+        for _ in range(10):
+            area = rng.uniform(0.02, 1 / 3) * height * width
+            aspect = math.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3)))
+            erase_h, erase_w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if 0 < erase_h < height and 0 < erase_w < width:
+                top, left = int(rng.integers(height - erase_h)), int(rng.integers(width - erase_w))
+                image = image.copy()
+                image[top : top + erase_h, left : left + erase_w] = 0.0
+                break
+        return image
+
+    def __call__(self, encoded: np.ndarray, key: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng([int(k) for k in key])
+        image = self._geometry(decode(encoded), rng)
+        if self.hflip_prob > 0 and rng.random() < self.hflip_prob:
+            image = image[:, ::-1]
+        if self.randaug_layers > 0 or self.auto_augment != "none":
+            pixels = np.clip(image, 0.0, 255.0).astype(np.uint8)
+            if self.randaug_layers > 0:
+                pixels = randaugment(pixels, self.randaug_layers, self.randaug_magnitude, rng)
+            else:
+                pixels = autoaugment_v0(pixels, rng)
+            image = pixels.astype(np.float32)
+        image = self.normalise(image)
+        if self.cutout_pad > 0:
+            center = (int(rng.integers(self.size)), int(rng.integers(self.size)))
+            if self.cutout_fill == "uniform":  # the official fine-tune: U[0, 1) in the normalised space
+                fill = rng.random(image.shape, dtype=np.float32)
+            else:  # black in image space
+                fill = self.normalise(np.zeros((1, 1, 3), np.float32))
+                fill = np.broadcast_to(fill, image.shape)
+            image = cutout(image, self.cutout_pad, center, fill)
+        if self.erasing_prob > 0 and rng.random() < self.erasing_prob:
+            image = self._erase(image, rng)
+        return _to_chw(image)
+
+
+class EvalTransform:
+    """encoded image -> normalised float32 CHW; deterministic. The one evaluation preprocessing,
+    shared by eval, the export checks and every inference backend."""
+
+    def __init__(self, data_cfg: Any, image_size: int) -> None:
+        check_data_config(data_cfg)
+        self.size = image_size
+        self.crop = _choice(data_cfg.eval_crop)
+        self.crop_pct = float(data_cfg.crop_pct)
+        self.interpolation = _choice(data_cfg.interpolation)
+        self.normalise = _normalise(data_cfg)
+
+    def _geometry(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        size = self.size
+        if self.crop == "center":  # timm: shorter side to size / crop_pct, then the centre
+            short = math.floor(size / self.crop_pct)
+            scale = short / min(height, width)
+            new_h, new_w = (short, int(width * scale)) if height <= width else (int(height * scale), short)
+            image = geometry.resize(image, new_h, new_w, self.interpolation)
+            top, left = (new_h - size) // 2, (new_w - size) // 2
+            return image[top : top + size, left : left + size]
+        if self.crop == "official" and size < OFFICIAL_CROP_LIMIT:
+            image = geometry.center_crop_box(height, width, size).apply(image)
+        elif self.crop == "official_v1":
+            image = geometry.center_crop_box(height, width, size, offset_rounding=1).apply(image)
+        return geometry.resize(image, size, size, self.interpolation)
+
+    def __call__(self, encoded: np.ndarray) -> np.ndarray:
+        return _to_chw(self.normalise(self._geometry(decode(encoded))))
