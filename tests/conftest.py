@@ -58,11 +58,11 @@ def tiny_folder(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return root
 
 
-def tiny_data(root: Path, batch_size: int = 16) -> tuple[str, ...]:
-    """Overrides that train the micro network (every block kind, compiles in seconds) on
-    :func:`tiny_folder` at 32 px (80 training images)."""
+def tiny_data(root: Path, batch_size: int = 16, model: str = "effnetv2_micro") -> tuple[str, ...]:
+    """Overrides that train ``model`` (by default the micro network: every block kind, compiles in
+    seconds) on :func:`tiny_folder` at 32 px (80 training images)."""
     return (
-        "model=effnetv2_micro", "data=imagefolder", f"data.root={root}", "data.num_classes=10",
+        f"model={model}", "data=imagefolder", f"data.root={root}", "data.num_classes=10",
         f"data.batch_size={batch_size}", "data.train_size=32", "data.eval_size=32", "data.train_crop=squash",
         "data.eval_crop=squash",
         "data.hflip_prob=0",

@@ -142,7 +142,7 @@ def test_pretrained_with_another_class_count_reinitialises_only_the_head(
     # the real training path: one epoch with lr 0, so the body stays exactly the converted one
     run_dir = tmp_path / "finetune"
     result = run_cli(
-        *tiny_data(tiny_folder), "train.epochs=1", "optimizer.lr=0", "optimizer.weight_decay=0",
+        *tiny_data(tiny_folder, model="effnetv2_b0"), "train.epochs=1", "optimizer.lr=0", "optimizer.weight_decay=0",
         f"model.pretrained={converted}", f"hydra.run.dir={run_dir}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

@@ -23,6 +23,13 @@ EXACT_PARAMS = {
 }  # fmt: skip
 
 
+# SPEC section 2 / effnetv2_configs.py: (train size, eval size)
+OFFICIAL_SIZES = {
+    "effnetv2_s": (300, 384), "effnetv2_m": (384, 480), "effnetv2_l": (384, 480), "effnetv2_xl": (384, 512),
+    "effnetv2_b0": (192, 224), "effnetv2_b1": (192, 240), "effnetv2_b2": (208, 260), "effnetv2_b3": (240, 300),
+}  # fmt: skip
+
+
 @pytest.fixture(autouse=True)
 def _graph_mode():
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -36,6 +43,21 @@ def test_parameter_counts_match_the_published_table(name: str) -> None:
     assert count == EXACT_PARAMS[name]
     decimals = len(str(PUBLISHED_PARAMS_M[name]).split(".")[1])
     assert round(count / 1e6, decimals) == PUBLISHED_PARAMS_M[name]
+
+
+def test_model_configs_are_the_variant_table_with_the_official_sizes() -> None:
+    """conf/model/ holds one file per variant (the micro network besides), carrying the official
+    sizes: the one place the train and eval sizes come from."""
+    from omegaconf import OmegaConf
+
+    from conftest import CONF_DIR
+    from effv2.models.variants import MICRO
+
+    files = {p.stem: OmegaConf.load(p) for p in (CONF_DIR / "model").glob("*.yaml")}
+    assert set(files) == {*VARIANTS, MICRO.name}
+    for name, config in files.items():
+        assert config.name == name
+        assert (config.train_size, config.eval_size) == OFFICIAL_SIZES.get(name, (32, 32)), name
 
 
 def test_stage_channels_and_depth_rounding_of_b3() -> None:

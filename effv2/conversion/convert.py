@@ -16,7 +16,7 @@ from effv2.conversion.names import Source, official_tf_names, timm_names
 from effv2.conversion.tensor_bundle import TensorBundle
 from effv2.errors import UserError
 from effv2.models import EfficientNetV2, get_variant
-from effv2.training.checkpoint import BOOKKEEPING, model_entries, save_atomic
+from effv2.training.checkpoint import BOOKKEEPING, mismatch_listing, model_entries, save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,6 @@ _TIMM_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 def official_scope(variant: str) -> str:
     """effnetv2_s -> efficientnetv2-s, the variable scope of the official checkpoints."""
     return "efficientnetv2-" + variant.removeprefix("effnetv2_")
-
-
-def _listed(label: str, items: list[str]) -> str:
-    shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
-    return f"{len(items)} {label}: {shown}"
 
 
 class _Reader:
@@ -138,12 +133,9 @@ def convert(source: str, variant: str, use_ema: bool, output: Path) -> dict[str,
     # the other copy of each tensor (raw beside EMA, or EMA beside raw) is expected, not unexpected
     twins = {src.name + (EMA_SUFFIX if not suffix else "") for src in mapping.values()} if not is_timm else set()
     unexpected = sorted(reader.names - used - twins)
-    problems = [_listed(label, items) for label, items in (
-        ("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if items]  # fmt: skip
-    if problems:
-        raise UserError(
-            f"convert.source={source!r} does not fit {variant}: " + "; ".join(problems) + "; nothing written"
-        )
+    listing = mismatch_listing(missing, unexpected, mismatched)
+    if listing:
+        raise UserError(f"convert.source={source!r} does not fit {variant}: {listing}; nothing written")
 
     from mindspore import Tensor
 

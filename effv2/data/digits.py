@@ -7,7 +7,6 @@ that ImageNet uses.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,18 +14,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from effv2.cache import digits_dir
+
 VAL_FRACTION = 0.2
 SPLIT_SEED = 0
 _COMPLETE_MARKER = ".complete"
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("EFFV2_CACHE", Path.home() / ".cache" / "effv2"))
-
-
 def materialise_digits(root: Path | None = None) -> Path:
     """Write the digits ImageFolder under ``root`` (default: the cache) unless already there."""
-    root = Path(root) if root is not None else default_cache_dir() / "digits"
+    root = Path(root) if root is not None else digits_dir()
     if (root / _COMPLETE_MARKER).exists():
         return root
     from sklearn.datasets import load_digits

@@ -56,6 +56,11 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder``, sorted."""
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 def scan_split(root: str | Path, split: str, on_bad_image: str = "skip") -> ImageFolderSplit:
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise UserError(f"data.on_bad_image={on_bad_image!r} is not one of {', '.join(BAD_IMAGE_POLICIES)}")
@@ -71,7 +76,7 @@ def scan_split(root: str | Path, split: str, on_bad_image: str = "skip") -> Imag
         raise UserError(f"{str(path)!r} has no class folders; expected {path}/<class>/<image>")
     candidates: list[tuple[Path, int]] = []
     for label, class_dir in enumerate(class_dirs):
-        images = sorted(f for f in class_dir.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        images = images_in(class_dir)
         if not images:
             raise UserError(f"class folder {str(class_dir)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         candidates += [(image, label) for image in images]

@@ -20,9 +20,10 @@ def main() -> int:
     parser.add_argument("--device", default="Ascend", choices=["Ascend", "CPU", "GPU"])
     parser.add_argument("--shape", required=True, help="the model's input shape N,C,H,W")
     args = parser.parse_args()
+    from effv2.launch.device import CPU_ISA_CAP, CPU_ISA_VARIABLE, backend_available
+
     if args.device == "CPU":
-        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
-    from effv2.launch.device import backend_available
+        os.environ.setdefault(CPU_ISA_VARIABLE, CPU_ISA_CAP)
 
     if args.device != "CPU" and not backend_available(args.device):
         print(f"error: the offline runner needs {args.device} devices; found none on this machine", file=sys.stderr)

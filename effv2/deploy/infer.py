@@ -106,7 +106,7 @@ def run(cfg: Any, run_dir: Path) -> float:
         )
     model = _model_file(cfg, run_dir)
     names = _class_names(cfg, model)
-    inputs = collect_inputs(cfg.infer.input, names)
+    inputs = collect_inputs(cfg.infer.input, names, cfg.data.on_bad_image.name)
     prepare = Preprocess(cfg.data, _image_size(model, cfg))
     batch = input_batch(model) if model.is_file() else 1
     if backend_name == "ascend310":

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from effv2.data.imagefolder import IMAGE_EXTENSIONS
+from effv2.data.imagefolder import IMAGE_EXTENSIONS, images_in, scan_split
 from effv2.data.transforms import EvalTransform
 from effv2.errors import UserError
 
@@ -20,11 +20,7 @@ class InferInputs:
     labels: list[int] | None  # indices into the model's classes, for a labelled ImageFolder
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def collect_inputs(source: str | None, class_names: list[str]) -> InferInputs:
+def collect_inputs(source: str | None, class_names: list[str], on_bad_image: str = "skip") -> InferInputs:
     if not source:
         raise UserError("task=infer needs infer.input=<image | list .txt | folder of images | labelled ImageFolder>")
     path = Path(source).expanduser()
@@ -40,13 +36,14 @@ def collect_inputs(source: str | None, class_names: list[str]) -> InferInputs:
         raise UserError(
             f"infer.input={source!r} is not an image ({', '.join(IMAGE_EXTENSIONS)}), a .txt list or a folder"
         )
-    direct = _images_in(path)
-    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and _images_in(p))
-    if direct or not class_dirs:
+    direct = images_in(path)
+    if direct or not any(p.is_dir() and images_in(p) for p in path.iterdir()):
         if not direct:
             raise UserError(f"infer.input={source!r} holds no images")
         return InferInputs(direct, None)
-    folder_names = [d.name for d in class_dirs]
+    # a labelled ImageFolder split, read by the same scanner as training and eval
+    split = scan_split(path.parent, path.name, on_bad_image)
+    folder_names = list(split.class_names)
     if class_names and set(folder_names) <= set(class_names):
         index = {name: i for i, name in enumerate(class_names)}
     elif not class_names or len(folder_names) == len(class_names):
@@ -54,12 +51,7 @@ def collect_inputs(source: str | None, class_names: list[str]) -> InferInputs:
     else:
         unknown = sorted(set(folder_names) - set(class_names))[:5]
         raise UserError(f"infer.input={source!r} has class folders the model does not know: {unknown}")
-    files, labels = [], []
-    for class_dir in class_dirs:
-        for image in _images_in(class_dir):
-            files.append(image)
-            labels.append(index[class_dir.name])
-    return InferInputs(files, labels)
+    return InferInputs(list(split.files), [index[folder_names[label]] for label in split.labels])
 
 
 class Preprocess:

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from effv2.data.digits import default_cache_dir
+from effv2.cache import compile_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def enable_compile_cache(cfg: Any, multirun: bool = False) -> Path | None:
         return None
     import mindspore as ms
 
-    path = default_cache_dir() / "compile" / cache_key(cfg)
+    path = compile_cache_dir(cache_key(cfg))
     path.mkdir(parents=True, exist_ok=True)
     ms.set_context(enable_compile_cache=True, compile_cache_path=str(path))
     log.info("compile cache %s", path)

@@ -41,14 +41,13 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """One EfficientNetV2 variant: its stages, multipliers and the official image sizes."""
+    """One EfficientNetV2 variant: its stages, multipliers and head dropout. The official train
+    and eval sizes live in conf/model/<variant>.yaml, where the data sizes read them."""
 
     name: str
     stages: tuple[StageSpec, ...]
     width: float
     depth: float
-    train_size: int
-    eval_size: int
     dropout: float
     head_channels: int = 1280
     divisor: int = 8
@@ -124,14 +123,14 @@ _BASE = _stages(
 VARIANTS: dict[str, VariantSpec] = {
     spec.name: spec
     for spec in (
-        VariantSpec("effnetv2_s", _S, 1.0, 1.0, 300, 384, 0.2),
-        VariantSpec("effnetv2_m", _M, 1.0, 1.0, 384, 480, 0.3),
-        VariantSpec("effnetv2_l", _L, 1.0, 1.0, 384, 480, 0.4),
-        VariantSpec("effnetv2_xl", _XL, 1.0, 1.0, 384, 512, 0.4),
-        VariantSpec("effnetv2_b0", _BASE, 1.0, 1.0, 192, 224, 0.2),
-        VariantSpec("effnetv2_b1", _BASE, 1.0, 1.1, 192, 240, 0.2),
-        VariantSpec("effnetv2_b2", _BASE, 1.1, 1.2, 208, 260, 0.3),
-        VariantSpec("effnetv2_b3", _BASE, 1.2, 1.4, 240, 300, 0.3),
+        VariantSpec("effnetv2_s", _S, 1.0, 1.0, 0.2),
+        VariantSpec("effnetv2_m", _M, 1.0, 1.0, 0.3),
+        VariantSpec("effnetv2_l", _L, 1.0, 1.0, 0.4),
+        VariantSpec("effnetv2_xl", _XL, 1.0, 1.0, 0.4),
+        VariantSpec("effnetv2_b0", _BASE, 1.0, 1.0, 0.2),
+        VariantSpec("effnetv2_b1", _BASE, 1.0, 1.1, 0.2),
+        VariantSpec("effnetv2_b2", _BASE, 1.1, 1.2, 0.3),
+        VariantSpec("effnetv2_b3", _BASE, 1.2, 1.4, 0.3),
     )
 }
 
@@ -142,7 +141,7 @@ VARIANTS: dict[str, VariantSpec] = {
 MICRO = VariantSpec(
     "effnetv2_micro",
     _stages("r1_k3_s1_e1_i16_o16_c1", "r2_k3_s2_e4_i16_o24_c1", "r2_k3_s2_e4_i24_o32_se0.25"),
-    1.0, 1.0, 32, 32, 0.2, head_channels=64,
+    1.0, 1.0, 0.2, head_channels=64,
 )  # fmt: skip
 
 

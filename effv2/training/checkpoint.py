@@ -89,21 +89,26 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, Any]]:
     return params, json.loads(str(meta)) if meta is not None else {}
 
 
-def _check_fit(path: Path, what: str, expected: dict[str, Parameter], found: dict) -> None:
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    mismatched = [
-        f"{name} {tuple(found[name].shape)} vs {tuple(expected[name].shape)}"
-        for name in sorted(set(expected) & set(found))
-        if tuple(found[name].shape) != tuple(expected[name].shape)
-    ]
+def mismatch_listing(missing: list[str], unexpected: list[str], mismatched: list[str]) -> str:
+    """One line for tensors that do not fit: counts, and the first five names of each kind;
+    empty when everything fits."""
     problems = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
         if items:
             shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
             problems.append(f"{len(items)} {label}: {shown}")
-    if problems:
-        raise UserError(f"ckpt={str(path)!r} does not fit {what}: " + "; ".join(problems))
+    return "; ".join(problems)
+
+
+def _check_fit(path: Path, what: str, expected: dict[str, Parameter], found: dict) -> None:
+    mismatched = [
+        f"{name} {tuple(found[name].shape)} vs {tuple(expected[name].shape)}"
+        for name in sorted(set(expected) & set(found))
+        if tuple(found[name].shape) != tuple(expected[name].shape)
+    ]
+    listing = mismatch_listing(sorted(set(expected) - set(found)), sorted(set(found) - set(expected)), mismatched)
+    if listing:
+        raise UserError(f"ckpt={str(path)!r} does not fit {what}: {listing}")
 
 
 def _assign(entries: dict[str, Parameter], values: dict) -> None:
