@@ -39,7 +39,7 @@ def test_dry_run_prints_every_nodes_command(hardware: str, tmp_path: Path) -> No
     text = _dry_run(tmp_path, f"hardware={hardware}", "hardware.master_addr=10.1.2.3", "hardware.master_port=9000")
     commands = [line for line in text.splitlines() if not line.startswith("#")]
     assert all("EFFV2_WORKER=1" in c and f'PATH="{Path(sys.executable).parent}:$PATH"' in c for c in commands)
-    assert all(c.endswith(f"-m effv2.launch.worker {tmp_path}") for c in commands)
+    assert all(c.endswith(f"-m effv2.tasks.rank {tmp_path}") for c in commands)
     if hardware in EXPECTED_MSRUN:
         nodes, workers, local = EXPECTED_MSRUN[hardware]
         assert len(commands) == nodes
@@ -47,7 +47,7 @@ def test_dry_run_prints_every_nodes_command(hardware: str, tmp_path: Path) -> No
             assert f" msrun --worker_num={workers} --local_worker_num={local}" in command
             assert "--master_addr=10.1.2.3 --master_port=9000" in command and f"--node_rank={node}" in command
             assert f"--log_dir={tmp_path / 'ranks'}" in command and "--join=True" in command
-            assert command.endswith(f"python -m effv2.launch.worker {tmp_path}")
+            assert command.endswith(f"python -m effv2.tasks.rank {tmp_path}")
     else:
         assert len(commands) == 1 and "msrun" not in commands[0]
     assert ("ONEDNN_MAX_CPU_ISA=" in text) == hardware.startswith("cpu")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -476,3 +477,12 @@ def register_configs() -> None:
         "base_multistep": MultiStepScheduleConfig,
     }.items():
         cs.store(group="scheduler", name=name, node=node)
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    """The config a run folder was started with (``.hydra/config.yaml``), typed by the schema:
+    what every rank of a launched job reads, so all ranks run the very same configuration."""
+    composed = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), composed)
+    OmegaConf.set_struct(cfg, True)
+    return cfg  # type: ignore[return-value]

@@ -159,12 +159,3 @@ def convert(source: str, variant: str, use_ema: bool, output: Path) -> dict[str,
         len(values), report["weights"], source, output, variant, classes, report_path,
     )  # fmt: skip
     return report
-
-
-def run(cfg: Any, run_dir: Path) -> float:
-    if not cfg.convert.source:
-        raise UserError("task=convert needs convert.source=<TF checkpoint prefix, .safetensors or .pth file>")
-    variant = cfg.model.name
-    output = Path(cfg.convert.output).expanduser() if cfg.convert.output else run_dir / f"{variant}.ckpt"
-    report = convert(cfg.convert.source, variant, cfg.convert.weights.name == "ema", output)
-    return float(report["tensors"])

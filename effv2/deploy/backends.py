@@ -42,18 +42,3 @@ def open_backend(name: str, path: Path, provider: str = "cpu") -> Backend:
     if path.suffix != expected:
         raise UserError(f"infer.backend={name} reads {expected} files; got {path.name}")
     return _onnxruntime(path, provider) if name == "onnxruntime" else _mindir(path)
-
-
-def input_batch(path: Path) -> int:
-    """The fixed batch size an exported file was written with."""
-    report = path.parent / f"{path.stem}.export.json"
-    if report.is_file():
-        import json
-
-        return int(json.loads(report.read_text())["input_shape"][0])
-    if path.suffix == ".onnx":
-        import onnxruntime as ort
-
-        dim = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].shape[0]
-        return dim if isinstance(dim, int) else 1
-    raise UserError(f"cannot tell the batch size of {path.name}: its .export.json report is missing")

@@ -1,6 +1,7 @@
 """Run a MINDIR over a folder of .bin inputs, writing ``<name>_0.bin`` logits (the device step
 of the offline path). On an Ascend 310 host it runs with ``--device Ascend``; with
-``--device CPU`` any machine stands in for the device."""
+``--device CPU`` any machine stands in for the device. The input shape comes from the export's
+``.export.json`` beside the model."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ def main() -> int:
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--device", default="Ascend", choices=["Ascend", "CPU", "GPU"])
-    parser.add_argument("--shape", required=True, help="the model's input shape N,C,H,W")
     args = parser.parse_args()
     from effv2.launch.device import CPU_ISA_CAP, CPU_ISA_VARIABLE, backend_available
 
@@ -32,8 +32,15 @@ def main() -> int:
     from mindspore import Tensor, nn
 
     ms.set_device(args.device)
+    from effv2.deploy.exported import ExportedModel
+    from effv2.errors import UserError
+
+    try:
+        batch, *chw = ExportedModel.read(args.model).input_shape
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     graph = nn.GraphCell(ms.load(args.model))
-    batch, *chw = (int(v) for v in args.shape.split(","))
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = sorted(p.stem for p in Path(args.input).glob("*.bin"))

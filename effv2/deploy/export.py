@@ -1,9 +1,7 @@
-"""task=export: write MINDIR / ONNX / AIR and verify the file against the MindSpore graph."""
+"""Export a checkpoint to MINDIR / ONNX / AIR and verify the file against the MindSpore graph."""
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +10,18 @@ import numpy as np
 from mindspore import Tensor
 
 from effv2.deploy.backends import open_backend
+from effv2.deploy.exported import ExportedModel
 from effv2.errors import UserError
 from effv2.launch.device import backend_available
 from effv2.models import build_model
 from effv2.training.checkpoint import load_weights
 from effv2.training.evaluate import topk_correct
 
-log = logging.getLogger(__name__)
-
 SUFFIX = {"mindir": ".mindir", "onnx": ".onnx", "air": ".air"}
 
 
-def export_checkpoint(cfg: Any, run_dir: Path, fmt: str | None = None) -> tuple[Path, dict[str, Any]]:
-    """Export ``cfg.ckpt`` (EMA weights when present) into ``run_dir``; returns (file, report)."""
+def export_checkpoint(cfg: Any, run_dir: Path, fmt: str | None = None) -> ExportedModel:
+    """Export ``cfg.ckpt`` (EMA weights when present) into ``run_dir``, with its sidecars."""
     fmt = fmt or cfg.export.format.name
     if not cfg.ckpt:
         raise UserError(f"exporting needs ckpt=<path to a .ckpt file> (format {fmt})")
@@ -46,7 +43,6 @@ def export_checkpoint(cfg: Any, run_dir: Path, fmt: str | None = None) -> tuple[
         "format": fmt,
         "file": str(path),
         "bytes": path.stat().st_size,
-        "input_shape": list(shape),
         "weights": meta["weights"],
         "checkpoint": str(Path(cfg.ckpt).expanduser().resolve()),
         "dynamic_batch": False,
@@ -54,10 +50,9 @@ def export_checkpoint(cfg: Any, run_dir: Path, fmt: str | None = None) -> tuple[
     }
     if fmt != "air":
         report.update(_parity(net, path, fmt, shape, cfg.export.parity_batches))
-    classes = meta.get("class_names") or []
-    (path.parent / f"{path.stem}.classes.json").write_text(json.dumps(classes))
-    (path.parent / f"{path.stem}.export.json").write_text(json.dumps(report, indent=2) + "\n")
-    return path, report
+    exported = ExportedModel(path, shape, meta.get("class_names") or [], report)
+    exported.write()
+    return exported
 
 
 def _parity(net: Any, path: Path, fmt: str, shape: tuple, batches: int) -> dict[str, Any]:
@@ -75,15 +70,3 @@ def _parity(net: Any, path: Path, fmt: str, shape: tuple, batches: int) -> dict[
         agree += topk_correct(actual, expected.argmax(1), 1)
         total += shape[0]
     return {"max_abs_diff": worst, "top1_agreement": agree / total, "parity_inputs": total}
-
-
-def run(cfg: Any, run_dir: Path) -> float:
-    path, report = export_checkpoint(cfg, run_dir)
-    diff = report.get("max_abs_diff")
-    log.info(
-        "exported %s (%s, %.1f MB, input %s, %s weights); %s",
-        path, report["format"], report["bytes"] / 1e6, report["input_shape"], report["weights"],
-        f"max abs diff vs MindSpore {diff:.3g}, top-1 agreement {report['top1_agreement']:.3f}"
-        if diff is not None else "no parity check for AIR",
-    )  # fmt: skip
-    return float(diff or 0.0)

@@ -1,5 +1,5 @@
-"""task=infer: top-k predictions (and top-1 / top-5 on a labelled ImageFolder) from an exported
-model through onnxruntime, a MindSpore MINDIR GraphCell, or the Ascend 310 offline path."""
+"""Top-k predictions (and top-1 / top-5 on a labelled ImageFolder) from an exported model through
+onnxruntime, a MindSpore MINDIR GraphCell, or the Ascend 310 offline path."""
 
 from __future__ import annotations
 
@@ -11,46 +11,38 @@ from typing import Any
 
 import numpy as np
 
-from effv2.deploy.backends import input_batch, open_backend
+from effv2.deploy.backends import open_backend
 from effv2.deploy.export import export_checkpoint
+from effv2.deploy.exported import ExportedModel
 from effv2.deploy.inputs import InferInputs, Preprocess, collect_inputs
 from effv2.deploy.offline import postprocess, preprocess, run_device
 from effv2.errors import UserError
 from effv2.launch.device import backend_available
 from effv2.training.evaluate import topk_correct
-from effv2.training.metrics import write_json
 
 log = logging.getLogger(__name__)
 
 _FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "mindir": "mindir", "ascend310": "mindir"}
 
 
-def _model_file(cfg: Any, run_dir: Path) -> Path:
-    backend = cfg.infer.backend.name
+def _exported_model(cfg: Any, run_dir: Path) -> ExportedModel:
     if cfg.infer.model:
-        return Path(cfg.infer.model).expanduser()
+        return ExportedModel.read(cfg.infer.model, image_size=cfg.data.eval_size)
     if not cfg.ckpt:
         raise UserError("task=infer needs infer.model=<exported .onnx/.mindir> or ckpt=<checkpoint> to export first")
-    path, report = export_checkpoint(cfg, run_dir, _FORMAT_OF_BACKEND[backend])
-    log.info("exported %s for inference (max abs diff vs MindSpore %.3g)", path, report["max_abs_diff"])
-    return path
+    exported = export_checkpoint(cfg, run_dir, _FORMAT_OF_BACKEND[cfg.infer.backend.name])
+    diff = exported.report["max_abs_diff"]
+    log.info("exported %s for inference (max abs diff vs MindSpore %.3g)", exported.path, diff)
+    return exported
 
 
-def _class_names(cfg: Any, model: Path) -> list[str]:
+def _class_names(cfg: Any, exported: ExportedModel) -> list[str]:
     if cfg.infer.class_names:
         source = Path(cfg.infer.class_names).expanduser()
         if not source.is_file():
             raise UserError(f"infer.class_names={str(source)!r} does not exist")
         return [line.strip() for line in source.read_text().splitlines() if line.strip()]
-    beside = model.parent / f"{model.stem}.classes.json"
-    return json.loads(beside.read_text()) if beside.is_file() else []
-
-
-def _image_size(model: Path, cfg: Any) -> int:
-    report = model.parent / f"{model.stem}.export.json"
-    if report.is_file():
-        return int(json.loads(report.read_text())["input_shape"][-1])
-    return int(cfg.data.eval_size)
+    return exported.class_names
 
 
 def _logits_online(backend: Any, batch: int, inputs: InferInputs, prepare: Preprocess) -> np.ndarray:
@@ -96,7 +88,9 @@ def _write_predictions(cfg: Any, run_dir: Path, inputs: InferInputs, logits: np.
     return out
 
 
-def run(cfg: Any, run_dir: Path) -> float:
+def infer(cfg: Any, run_dir: Path) -> dict[str, Any]:
+    """Predict ``infer.input`` and write the predictions into ``run_dir``; returns the summary
+    (backend, model, images, the predictions file, top-1 / top-5 on labelled input)."""
     backend_name = cfg.infer.backend.name
     device = cfg.infer.offline_device.name
     if backend_name == "ascend310" and device != "CPU" and not backend_available(device):
@@ -104,32 +98,26 @@ def run(cfg: Any, run_dir: Path) -> float:
             f"infer.backend=ascend310 runs the offline path on {device} devices; found none on this machine "
             "(infer.offline_device=CPU lets this machine stand in for the device)"
         )
-    model = _model_file(cfg, run_dir)
-    names = _class_names(cfg, model)
+    exported = _exported_model(cfg, run_dir)
+    model = exported.path
+    names = _class_names(cfg, exported)
     inputs = collect_inputs(cfg.infer.input, names, cfg.data.on_bad_image.name)
-    prepare = Preprocess(cfg.data, _image_size(model, cfg))
-    batch = input_batch(model) if model.is_file() else 1
+    prepare = Preprocess(cfg.data, exported.image_size)
     if backend_name == "ascend310":
         if model.suffix != ".mindir":
             raise UserError(f"infer.backend=ascend310 runs .mindir files; got {model.name}")
         offline = run_dir / "offline"
         bin_names = preprocess(inputs.files, prepare, offline / "input")
-        shape = json.loads((model.parent / f"{model.stem}.export.json").read_text())["input_shape"]
-        run_device(model, offline / "input", offline / "output", device, shape)
+        run_device(model, offline / "input", offline / "output", device)
         logits = postprocess(offline / "output", bin_names, cfg.model.num_classes)
     else:
         backend = open_backend(backend_name, model, cfg.infer.provider.name)
-        logits = _logits_online(backend, batch, inputs, prepare)
+        logits = _logits_online(backend, exported.batch_size, inputs, prepare)
     out = _write_predictions(cfg, run_dir, inputs, logits, names)
     summary: dict[str, Any] = {"backend": backend_name, "model": str(model), "images": len(inputs.files)}
     if inputs.labels is not None:
         labels = np.asarray(inputs.labels)
         summary["top1"] = 100.0 * topk_correct(logits, labels, 1) / len(labels)
         summary["top5"] = 100.0 * topk_correct(logits, labels, 5) / len(labels)
-    write_json(run_dir / "metrics.json", summary)
-    log.info(
-        "infer %s on %d images with %s%s; predictions in %s",
-        model.name, len(inputs.files), backend_name,
-        f": top-1 {summary['top1']:.2f}  top-5 {summary['top5']:.2f}" if "top1" in summary else "", out,
-    )  # fmt: skip
-    return float(summary.get("top1", 0.0))
+    summary["predictions"] = str(out)
+    return summary

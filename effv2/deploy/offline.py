@@ -29,10 +29,10 @@ def preprocess(files: list[Path], prepare: Preprocess, out_dir: Path) -> list[st
     return names
 
 
-def run_device(model: Path, input_dir: Path, output_dir: Path, device: str, shape: list[int]) -> None:
+def run_device(model: Path, input_dir: Path, output_dir: Path, device: str) -> None:
     command = [
         sys.executable, "-m", "effv2.deploy.bin_runner", "--model", str(model), "--input", str(input_dir),
-        "--output", str(output_dir), "--device", device, "--shape", ",".join(map(str, shape)),
+        "--output", str(output_dir), "--device", device,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:

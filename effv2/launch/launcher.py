@@ -5,7 +5,7 @@ scheduler and the local workers). ``launch=rank_table``: the Ascend rank-table m
 process per local device with RANK_TABLE_FILE / DEVICE_ID / RANK_ID / RANK_SIZE.
 
 The parent has already composed the config and created the run folder; every rank reads that
-``.hydra/config.yaml`` (``python -m effv2.launch.worker <run folder>``), so Hydra's ``${now:}``
+``.hydra/config.yaml`` (``python -m effv2.tasks.rank <run folder>``), so Hydra's ``${now:}``
 cannot give the ranks different folders.
 """
 
@@ -62,7 +62,7 @@ def _base_env(hw: Any) -> dict[str, str]:
 
 
 def _worker_command(run_dir: Path) -> list[str]:
-    return ["python", "-m", "effv2.launch.worker", str(run_dir)]
+    return ["python", "-m", "effv2.tasks.rank", str(run_dir)]
 
 
 def plan(cfg: Any, run_dir: Path) -> list[ProcessPlan]:

@@ -1,16 +1,19 @@
-"""Task entry points: one function per ``task=`` value, each returning its main metric."""
+"""The tasks: one thin module per ``task=`` value (train, evaluate, export, infer, convert), each
+with ``run(cfg, run_dir) -> float`` returning its main metric for sweepers, and the one sequence
+that runs a task in a process, shared by ``run.py`` and every launched rank (``tasks/rank.py``).
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from effv2.config.schema import RequiredValue
+from effv2.config.schema import RequiredValue, RunConfig
 from effv2.errors import UserError
 from effv2.launch.compile_cache import enable_compile_cache
 from effv2.launch.device import check_device, configure_context, prepare_environment
@@ -18,47 +21,18 @@ from effv2.launch.launcher import launch, needs_launch, print_plan
 
 log = logging.getLogger(__name__)
 
-
-def _train(cfg: Any, run_dir: Path) -> float:
-    from effv2.tasks.train import run
-
-    return run(cfg, run_dir)
-
-
-def _eval(cfg: Any, run_dir: Path) -> float:
-    from effv2.tasks.evaluate import run
-
-    return run(cfg, run_dir)
+# task= value -> module in this package; imported on demand, so that a task's MindSpore
+# imports happen after prepare_environment
+TASK_MODULES = {"train": "train", "eval": "evaluate", "export": "export", "infer": "infer", "convert": "convert"}
+# the tasks a multi-device hardware option runs on every rank; the others run as one process
+DATA_PARALLEL_TASKS = ("train", "eval")
 
 
-def _export(cfg: Any, run_dir: Path) -> float:
-    from effv2.deploy.export import run
-
-    return run(cfg, run_dir)
+def task_function(task: str) -> Callable[[RunConfig, Path], float]:
+    return importlib.import_module(f"effv2.tasks.{TASK_MODULES[task]}").run
 
 
-def _infer(cfg: Any, run_dir: Path) -> float:
-    from effv2.deploy.infer import run
-
-    return run(cfg, run_dir)
-
-
-def _convert(cfg: Any, run_dir: Path) -> float:
-    from effv2.conversion.convert import run
-
-    return run(cfg, run_dir)
-
-
-TASKS: dict[str, Callable[[Any, Path], float]] = {
-    "train": _train,
-    "eval": _eval,
-    "export": _export,
-    "infer": _infer,
-    "convert": _convert,
-}
-
-
-def _check_complete(cfg: Any) -> None:
+def _check_complete(cfg: RunConfig) -> None:
     """Every value present and every interpolation resolvable, before any work starts."""
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
@@ -74,27 +48,33 @@ def _check_complete(cfg: Any) -> None:
         raise UserError(f"no value for {', '.join(missing)}; give it on the command line ({missing[0]}=...)")
 
 
-# the tasks a multi-device hardware option runs on every rank; the others run as one process
-DATA_PARALLEL_TASKS = ("train", "eval")
+def run_in_process(
+    cfg: RunConfig, run_dir: Path, multirun: bool = False, join_ranks: Callable[[], None] | None = None
+) -> float:
+    """Run the task in this process: environment before MindSpore loads, the device check, the
+    execution context, the compile cache, then (in a launched rank) ``join_ranks``, then the task."""
+    task = cfg.task.name.name
+    prepare_environment(cfg.hardware)
+    if task == "convert":  # numpy and a checkpoint file: no device involved
+        return task_function(task)(cfg, run_dir)
+    check_device(cfg.hardware, task)
+    configure_context(cfg.hardware)
+    enable_compile_cache(cfg, multirun)
+    if join_ranks is not None:
+        join_ranks()
+    return task_function(task)(cfg, run_dir)
 
 
-def run_task(cfg: Any, run_dir: Path, multirun: bool = False) -> float:
-    """Prepare the process for the configured hardware, then run the task."""
+def run_task(cfg: RunConfig, run_dir: Path, multirun: bool = False) -> float:
+    """``run.py``'s task: print the launch plan, start every rank, or run here as one process."""
     task = cfg.task.name.name
     _check_complete(cfg)
-    if task == "convert":  # numpy and a checkpoint file: no device involved
-        prepare_environment(cfg.hardware)
-        return TASKS[task](cfg, run_dir)
-    if cfg.launcher.dry_run:
+    if task != "convert" and cfg.launcher.dry_run:
         return print_plan(cfg, run_dir)
-    if needs_launch(cfg.hardware):
+    if task != "convert" and needs_launch(cfg.hardware):
         if task in DATA_PARALLEL_TASKS:
             check_device(cfg.hardware, task)
             return launch(cfg, run_dir)
         log.info("task=%s runs as one process on one %s device of hardware=%s", task,
                  cfg.hardware.device_target.name, cfg.hardware.name)  # fmt: skip
-    prepare_environment(cfg.hardware)
-    check_device(cfg.hardware, task)
-    configure_context(cfg.hardware)
-    enable_compile_cache(cfg, multirun)
-    return TASKS[task](cfg, run_dir)
+    return run_in_process(cfg, run_dir, multirun)

@@ -1,8 +1,8 @@
-"""One rank of a multi-process job: ``python -m effv2.launch.worker <run folder>``.
+"""One rank of a multi-process job: ``python -m effv2.tasks.rank <run folder>``.
 
 Reads the config the launching run.py composed, joins the communication group, and runs the
-task. Only rank 0 writes the run log, metrics and checkpoints; every rank's console output is
-its ``ranks/worker_<rank>.log``.
+task through the same sequence as a single process. Only rank 0 writes the run log, metrics
+and checkpoints; every rank's console output is its ``ranks/worker_<rank>.log``.
 """
 
 from __future__ import annotations
@@ -11,28 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from effv2.config.schema import RunConfig
+from effv2.config.schema import load_run_config
 from effv2.errors import UserError
 
 
-def load_run_config(run_dir: Path):
-    composed = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), composed)
-    OmegaConf.set_struct(cfg, True)
-    return cfg
-
-
-def main(run_dir: Path) -> int:
-    cfg = load_run_config(run_dir)
-    from effv2.launch.compile_cache import enable_compile_cache
-    from effv2.launch.device import configure_context, prepare_environment
+def _join(run_dir: Path) -> None:
     from effv2.launch.ranks import init_ranks, write_rank_status
 
-    prepare_environment(cfg.hardware)
-    configure_context(cfg.hardware)
-    enable_compile_cache(cfg)
     info = init_ranks()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if info.is_main:
@@ -42,10 +27,15 @@ def main(run_dir: Path) -> int:
         handlers=handlers, force=True,
     )  # fmt: skip
     write_rank_status(run_dir, status="running")
-    from effv2.tasks import TASKS
 
+
+def main(run_dir: Path) -> int:
+    from effv2.launch.ranks import write_rank_status
+    from effv2.tasks import run_in_process
+
+    cfg = load_run_config(run_dir)
     try:
-        metric = TASKS[cfg.task.name.name](cfg, run_dir)
+        metric = run_in_process(cfg, run_dir, join_ranks=lambda: _join(run_dir))
     except UserError as exc:
         logging.getLogger("effv2").error("error: %s", exc)
         return 2
