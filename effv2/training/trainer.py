@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
-import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,58 +28,28 @@ from effv2.models.blocks import convert_to_sync_bn
 from effv2.training.checkpoint import (
     load_pretrained,
     model_entries,
-    read_checkpoint,
     restore_state,
-    save_atomic,
     state_entries,
 )
-from effv2.training.curves import plot_curves
 from effv2.training.ema import EMA
 from effv2.training.evaluate import evaluate
 from effv2.training.loss import SoftTargetCrossEntropy, smoothed_one_hot
-from effv2.training.metrics import EpochLog, write_json
+from effv2.training.metrics import write_json
 from effv2.training.mixing import BatchMixer
 from effv2.training.optim import build_optimizer, scaled_lr
 from effv2.training.precision import apply_amp
 from effv2.training.progressive import Stage, build_schedule, format_schedule, stage_data_config, stage_of
+from effv2.training.run_folder import BEST, LAST, RECOVERY, Progress, RunFolder, find_resume_checkpoint
 from effv2.training.schedules import learning_rates
 from effv2.training.step import ACCUMULATE, APPLY, TrainStep
 
 log = logging.getLogger(__name__)
-
-LAST, BEST, RECOVERY = "last.ckpt", "best.ckpt", "recovery.ckpt"
 
 
 @dataclass
 class TrainResult:
     best: float
     final: dict[str, float]
-
-
-@dataclass
-class Progress:
-    """Where training stands; stored in every checkpoint's metadata."""
-
-    epoch: int = 1  # the epoch in progress (1-based)
-    steps_done: int = 0  # optimizer steps of that epoch already taken
-    evaluated: bool = False  # whether that epoch's evaluation and checkpoints are done
-    best: float = -math.inf
-    top_k: list = field(default_factory=list)  # [[metric, epoch, file name], ...] best first
-    overflow_steps: int = 0
-    loss_sum: float = 0.0  # this rank's finite losses of the epoch in progress, for its mean
-    loss_count: int = 0
-
-    def as_meta(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "steps_done": self.steps_done,
-            "evaluated": self.evaluated,
-            "best": self.best,
-            "top_k": self.top_k,
-            "overflow_steps": self.overflow_steps,
-            "loss_sum": self.loss_sum,
-            "loss_count": self.loss_count,
-        }
 
 
 def seed_everything(seed: int) -> None:
@@ -110,32 +80,10 @@ class StopRequests:
                 signal.signal(sig, handler)
 
 
-def find_resume_checkpoint(resume: str) -> Path:
-    """``resume=`` names a checkpoint, or a run folder whose newest resumable checkpoint is used."""
-    path = Path(resume).expanduser()
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise UserError(f"resume={resume!r} is neither a checkpoint file nor a run folder")
-    candidates = [path / "checkpoints" / name for name in (LAST, RECOVERY)]
-    candidates = [c for c in candidates if c.is_file()]
-    if not candidates:
-        raise UserError(f"resume={resume!r} holds no checkpoints/{LAST} or checkpoints/{RECOVERY} to resume from")
-
-    def position(candidate: Path) -> tuple[int, int, bool]:
-        meta = read_checkpoint(candidate)[1]
-        return meta.get("epoch", 0), meta.get("steps_done", 0), meta.get("evaluated", False)
-
-    return max(candidates, key=position)
-
-
 class Trainer:
     def __init__(self, cfg: Any, run_dir: Path) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
-        self.ckpt_dir = run_dir / "checkpoints"
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        self.epoch_log = EpochLog(run_dir / "metrics.csv")
         train = cfg.train
         if train.epochs <= 0:
             raise UserError(f"train.epochs={train.epochs} must be a positive integer")
@@ -204,6 +152,7 @@ class Trainer:
         self.stage_data = cfg.data
         self.mixer = BatchMixer(cfg.data.augment, cfg.seed)
         self.progress = Progress()
+        self.folder = RunFolder(run_dir, self._identity(), writer=self.main)
         self.stop = StopRequests()
         if len(self.schedule) > 1:
             log.info(
@@ -248,25 +197,24 @@ class Trainer:
                 stage.mixup, stage.cutmix,
             )  # fmt: skip
 
-    # ---- checkpoints -------------------------------------------------------------------
-    def _meta(self, metrics: dict[str, float] | None = None, **progress: Any) -> dict[str, Any]:
+    # ---- checkpoints (layout and metadata: effv2.training.run_folder) -------------------
+    def _identity(self) -> dict[str, Any]:
         return {
             "variant": self.cfg.model.name,
             "num_classes": self.cfg.model.num_classes,
             "class_names": list(self.split.class_names),
             "eval_size": self.cfg.data.eval_size,
-            "stage": self.stage.index if self.stage else 0,
             "schedule": [stage.as_row() for stage in self.schedule],
             "plan": {
                 "batch_size": self.plan.batch_size,
                 "world_size": self.world_size,
                 "accumulation": self.accumulation,
                 "global_batch": self.global_batch,
-            },  # fmt: skip
-            "metrics": metrics or {},
-            **self.progress.as_meta(),
-            **progress,
+            },
         }
+
+    def _meta(self, metrics: dict[str, float] | None = None, **extra: Any) -> dict[str, Any]:
+        return self.folder.meta(self.progress, metrics, stage=self.stage.index if self.stage else 0, **extra)
 
     def _sync_ranks(self) -> None:
         """Average the BN running statistics (raw and EMA) over the ranks. Between two calls each
@@ -286,15 +234,11 @@ class Trainer:
         """A resumable checkpoint; collective: every rank calls it at the same step."""
         self._sync_ranks()
         loss_sum, loss_count = self._epoch_loss()
-        if not self.main:
-            return
         entries = state_entries(self.step, self.net, self.shadow_net)
-        save_atomic(entries, self.ckpt_dir / name, self._meta(metrics, loss_sum=loss_sum, loss_count=loss_count))
+        self.folder.save(name, entries, self._meta(metrics, loss_sum=loss_sum, loss_count=loss_count))
 
-    def _save_model(self, path: Path, metrics: dict[str, float]) -> None:
-        if not self.main:
-            return
-        save_atomic(model_entries(self.net, self.shadow_net), path, self._meta(metrics))
+    def _save_model(self, path: str | Path, metrics: dict[str, float]) -> None:
+        self.folder.save(path, model_entries(self.net, self.shadow_net), self._meta(metrics))
 
     def resume(self, resume: str) -> None:
         path = find_resume_checkpoint(resume)
@@ -307,27 +251,14 @@ class Trainer:
         if meta.get("schedule") != [stage.as_row() for stage in self.schedule]:
             log.warning("resume: the progressive schedule differs from the one %s was trained with", path)
         self._check_resumable_plan(path, meta)
-        progress = Progress(**{key: meta[key] for key in Progress().as_meta()})
+        progress = Progress.from_meta(meta)
         if progress.evaluated:
-            progress.epoch, progress.steps_done, progress.evaluated = progress.epoch + 1, 0, False
-            progress.loss_sum, progress.loss_count = 0.0, 0
+            progress.next_epoch()
         elif not self.main:  # the epoch's losses so far are over all ranks: count them once
             progress.loss_sum, progress.loss_count = 0.0, 0
         self.progress = progress
         log.info("resumed from %s at epoch %d, %d steps done", path, progress.epoch, progress.steps_done)
-        if not self.main:
-            return
-        previous = EpochLog(path.parent.parent / "metrics.csv")
-        for row in previous.rows():
-            if int(row["epoch"]) < progress.epoch:
-                self.epoch_log.append(row)
-        for _, _, name in progress.top_k:
-            source = path.parent / "top" / name
-            if source.is_file():
-                (self.ckpt_dir / "top").mkdir(exist_ok=True)
-                shutil.copy2(source, self.ckpt_dir / "top" / name)
-        if (path.parent / BEST).is_file():
-            shutil.copy2(path.parent / BEST, self.ckpt_dir / BEST)
+        self.folder.adopt(path, progress)
 
     def _check_resumable_plan(self, path: Path, meta: dict[str, Any]) -> None:
         """A run continues on any device count whose global batch is the same: the epoch is cut
@@ -356,22 +287,6 @@ class Trainer:
                 "resume: micro-batches of %d images instead of %d: same steps and data order, but other BN batch "
                 "statistics and dropout masks than the original run", self.plan.batch_size, before["batch_size"],
             )  # fmt: skip
-
-    def _keep_top_k(self, metric: float, epoch: int, metrics: dict[str, float]) -> None:
-        keep = self.cfg.train.checkpoint.keep_top_k
-        if keep <= 0:
-            return
-        top_dir = self.ckpt_dir / "top"
-        if self.main:
-            top_dir.mkdir(exist_ok=True)
-        name = f"epoch{epoch:04d}_{metric:.3f}.ckpt"
-        candidates = sorted([*self.progress.top_k, [metric, epoch, name]], key=lambda item: (-item[0], item[1]))
-        self.progress.top_k = candidates[:keep]
-        if [metric, epoch, name] in self.progress.top_k:
-            self._save_model(top_dir / name, metrics)
-        for _, _, dropped in candidates[keep:]:
-            if self.main:
-                (top_dir / dropped).unlink(missing_ok=True)
 
     # ---- the loop ----------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> dict[str, float]:
@@ -463,13 +378,13 @@ class Trainer:
         name = signal.Signals(self.stop.signal_number).name
         raise Interrupted(
             f"{name} received: stopped after step {steps_done} (epoch {epoch}) and wrote "
-            f"{self.ckpt_dir / RECOVERY}; continue with resume={self.run_dir}",
+            f"{self.folder.ckpt_dir / RECOVERY}; continue with resume={self.run_dir}",
             self.stop.signal_number,
         )
 
     def _stop_on_divergence(self, epoch: int, loss: float) -> None:
         step = (epoch - 1) * self.steps_per_epoch + self.progress.steps_done + 1
-        last_good = self.ckpt_dir / LAST
+        last_good = self.folder.ckpt_dir / LAST
         where = f"the last good checkpoint is {last_good}" if last_good.exists() else "no checkpoint was written yet"
         raise UserError(
             f"training loss became {loss} at step {step} (epoch {epoch}); {where}. "
@@ -501,14 +416,14 @@ class Trainer:
                 row.update(metrics)
                 if metrics[best_key] > self.progress.best:
                     self.progress.best = metrics[best_key]
-                    self._save_model(self.ckpt_dir / BEST, metrics)
-                self._keep_top_k(metrics[best_key], epoch, metrics)
+                    self._save_model(BEST, metrics)
+                self.folder.keep_top_k(
+                    cfg.train.checkpoint.keep_top_k, self.progress, metrics[best_key], epoch,
+                    functools.partial(self._save_model, metrics=metrics),
+                )  # fmt: skip
             self.progress.evaluated = True
             self._save_state(LAST, metrics)
-            if self.main:
-                (self.ckpt_dir / RECOVERY).unlink(missing_ok=True)
-                self.epoch_log.append(row)
-                plot_curves(self.epoch_log.rows(), self.run_dir / "curves.png")
+            self.folder.finish_epoch(row)
             log.info(
                 "epoch %d/%d  loss %s  lr %.3g  %s%s img/s  %.1f s  (%s of it waiting for data)  "
                 "%d images trained over %d ranks, %d dropped as the remainder",
@@ -518,8 +433,7 @@ class Trainer:
                 f"{row['data_wait']:.0%}" if isinstance(row["data_wait"], float) else "-",
                 row["train_images"], self.world_size, row["dropped_images"],
             )  # fmt: skip
-            self.progress.steps_done, self.progress.evaluated = 0, False
-            self.progress.loss_sum, self.progress.loss_count = 0.0, 0
+            self.progress.next_epoch()
         final = {**metrics, "best_" + best_key: self.progress.best, "epochs": epochs}
         final["overflow_steps"] = self.progress.overflow_steps
         if self.main:
