@@ -429,6 +429,8 @@ class RunConfig:
     task: TaskConfig = MISSING
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
+    # an OptimizerConfig / SchedulerConfig subclass chosen by the group option: typed as Any here
+    # because OmegaConf would validate the node against the base class and reject its own keys
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     hardware: HardwareConfig = MISSING

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from effv2.config.schema import DataConfig
 from effv2.data import geometry
 from effv2.data.augment import autoaugment_v0, randaugment
 from effv2.data.image_ops import cutout
@@ -50,7 +51,7 @@ class Normalise:
         return (image.astype(np.float32) - mean) / std
 
 
-def _normalise(data_cfg: Any) -> Normalise:
+def _normalise(data_cfg: DataConfig) -> Normalise:
     return Normalise(tuple(float(v) for v in data_cfg.mean), tuple(float(v) for v in data_cfg.std))
 
 
@@ -58,7 +59,7 @@ def _to_chw(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
 
 
-def check_data_config(data_cfg: Any) -> None:
+def check_data_config(data_cfg: DataConfig) -> None:
     """Value ranges no schema type can express, as one-line errors."""
     low, high = data_cfg.crop_scale
     if not 0.0 < low <= high <= 1.0:
@@ -85,7 +86,7 @@ def check_data_config(data_cfg: Any) -> None:
 class TrainTransform:
     """(encoded image, key = [seed, epoch, image index]) -> normalised float32 CHW."""
 
-    def __init__(self, data_cfg: Any, image_size: int) -> None:
+    def __init__(self, data_cfg: DataConfig, image_size: int) -> None:
         check_data_config(data_cfg)
         aug = data_cfg.augment
         self.size = image_size
@@ -163,7 +164,7 @@ class EvalTransform:
     """encoded image -> normalised float32 CHW; deterministic. The one evaluation preprocessing,
     shared by eval, the export checks and every inference backend."""
 
-    def __init__(self, data_cfg: Any, image_size: int) -> None:
+    def __init__(self, data_cfg: DataConfig, image_size: int) -> None:
         check_data_config(data_cfg)
         self.size = image_size
         self.crop = _choice(data_cfg.eval_crop)

@@ -9,6 +9,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
+from effv2.config.schema import RunConfig
 from effv2.deploy.backends import open_backend
 from effv2.deploy.exported import ExportedModel
 from effv2.errors import UserError
@@ -20,7 +21,7 @@ from effv2.training.evaluate import topk_correct
 SUFFIX = {"mindir": ".mindir", "onnx": ".onnx", "air": ".air"}
 
 
-def export_checkpoint(cfg: Any, run_dir: Path, fmt: str | None = None) -> ExportedModel:
+def export_checkpoint(cfg: RunConfig, run_dir: Path, fmt: str | None = None) -> ExportedModel:
     """Export ``cfg.ckpt`` (EMA weights when present) into ``run_dir``, with its sidecars."""
     fmt = fmt or cfg.export.format.name
     if not cfg.ckpt:

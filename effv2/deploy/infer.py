@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from effv2.deploy.backends import open_backend
+from effv2.config.schema import RunConfig
+from effv2.deploy.backends import Backend, open_backend
 from effv2.deploy.export import export_checkpoint
 from effv2.deploy.exported import ExportedModel
 from effv2.deploy.inputs import InferInputs, Preprocess, collect_inputs
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 _FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "mindir": "mindir", "ascend310": "mindir"}
 
 
-def _exported_model(cfg: Any, run_dir: Path) -> ExportedModel:
+def _exported_model(cfg: RunConfig, run_dir: Path) -> ExportedModel:
     if cfg.infer.model:
         return ExportedModel.read(cfg.infer.model, image_size=cfg.data.eval_size)
     if not cfg.ckpt:
@@ -36,7 +37,7 @@ def _exported_model(cfg: Any, run_dir: Path) -> ExportedModel:
     return exported
 
 
-def _class_names(cfg: Any, exported: ExportedModel) -> list[str]:
+def _class_names(cfg: RunConfig, exported: ExportedModel) -> list[str]:
     if cfg.infer.class_names:
         source = Path(cfg.infer.class_names).expanduser()
         if not source.is_file():
@@ -45,7 +46,7 @@ def _class_names(cfg: Any, exported: ExportedModel) -> list[str]:
     return exported.class_names
 
 
-def _logits_online(backend: Any, batch: int, inputs: InferInputs, prepare: Preprocess) -> np.ndarray:
+def _logits_online(backend: Backend, batch: int, inputs: InferInputs, prepare: Preprocess) -> np.ndarray:
     outputs = []
     for start in range(0, len(inputs.files), batch):
         chunk = [prepare(path) for path in inputs.files[start : start + batch]]
@@ -60,7 +61,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _write_predictions(cfg: Any, run_dir: Path, inputs: InferInputs, logits: np.ndarray, names: list[str]) -> Path:
+def _write_predictions(
+    cfg: RunConfig, run_dir: Path, inputs: InferInputs, logits: np.ndarray, names: list[str]
+) -> Path:
     probs = _softmax(logits.astype(np.float64))
     k = min(cfg.infer.top_k, probs.shape[1])
     order = np.argsort(-probs, axis=1)[:, :k]
@@ -88,7 +91,7 @@ def _write_predictions(cfg: Any, run_dir: Path, inputs: InferInputs, logits: np.
     return out
 
 
-def infer(cfg: Any, run_dir: Path) -> dict[str, Any]:
+def infer(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Predict ``infer.input`` and write the predictions into ``run_dir``; returns the summary
     (backend, model, images, the predictions file, top-1 / top-5 on labelled input)."""
     backend_name = cfg.infer.backend.name

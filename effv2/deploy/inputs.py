@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from effv2.config.schema import DataConfig
 from effv2.data.imagefolder import IMAGE_EXTENSIONS, images_in, scan_split
 from effv2.data.transforms import EvalTransform
 from effv2.errors import UserError
@@ -57,7 +57,7 @@ def collect_inputs(source: str | None, class_names: list[str], on_bad_image: str
 class Preprocess:
     """The eval pipeline's :class:`EvalTransform` on one file: identical to its output."""
 
-    def __init__(self, data_cfg: Any, image_size: int) -> None:
+    def __init__(self, data_cfg: DataConfig, image_size: int) -> None:
         self.transform = EvalTransform(data_cfg, image_size)
 
     def __call__(self, path: Path) -> np.ndarray:

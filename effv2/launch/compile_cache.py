@@ -14,11 +14,11 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from omegaconf import OmegaConf
 
 from effv2.cache import compile_cache_dir
+from effv2.config.schema import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ _UNRELATED = ("ckpt", "resume", "launcher", "export", "infer", "convert")
 _TASKS = ("train", "eval")
 
 
-def cache_key(cfg: Any) -> str:
+def cache_key(cfg: RunConfig) -> str:
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     for key in _UNRELATED:
         config.pop(key, None)
@@ -37,7 +37,7 @@ def cache_key(cfg: Any) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def enable_compile_cache(cfg: Any, multirun: bool = False) -> Path | None:
+def enable_compile_cache(cfg: RunConfig, multirun: bool = False) -> Path | None:
     """Point MindSpore's compile cache at this configuration's folder, when that is safe."""
     if not cfg.hardware.compile_cache or cfg.task.name.name not in _TASKS:
         return None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any
 
+from effv2.config.schema import HardwareConfig
 from effv2.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ _DEVICE_WORDS = {
 }
 
 
-def prepare_environment(hw: Any) -> None:
+def prepare_environment(hw: HardwareConfig) -> None:
     """Environment that must be in place before mindspore is imported."""
     if hw.device_target.name == "CPU" and CPU_ISA_VARIABLE not in os.environ:
         os.environ[CPU_ISA_VARIABLE] = CPU_ISA_CAP
@@ -54,7 +54,7 @@ def backend_available(target: str) -> bool:
         return bool(ms.hal.is_available(target))
 
 
-def check_device(hw: Any, task: str) -> None:
+def check_device(hw: HardwareConfig, task: str) -> None:
     """Fail fast, with one line, when this machine cannot serve the task on ``hw``."""
     if task == "train" and not hw.can_train:
         raise UserError(
@@ -71,7 +71,7 @@ def check_device(hw: Any, task: str) -> None:
         raise UserError(f"hardware={hw.name} needs {_DEVICE_WORDS[target]}; found none on this machine")
 
 
-def configure_context(hw: Any) -> None:
+def configure_context(hw: HardwareConfig) -> None:
     import mindspore as ms
 
     mode = ms.GRAPH_MODE if hw.mode.name == "graph" else ms.PYNATIVE_MODE

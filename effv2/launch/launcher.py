@@ -23,8 +23,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from effv2.config.schema import HardwareConfig, RunConfig
 from effv2.errors import UserError
 from effv2.launch.device import CPU_ISA_CAP, CPU_ISA_VARIABLE
 from effv2.launch.ranks import WORKER_ENV, rank_status_path
@@ -45,15 +45,15 @@ class ProcessPlan:
         return f"# node {self.node}, ranks {self.ranks}, log {self.log}\n{variables} {shlex.join(self.command)}"
 
 
-def world_size(hw: Any) -> int:
+def world_size(hw: HardwareConfig) -> int:
     return hw.nodes * hw.devices_per_node
 
 
-def needs_launch(hw: Any) -> bool:
+def needs_launch(hw: HardwareConfig) -> bool:
     return world_size(hw) > 1 and os.environ.get(WORKER_ENV) != "1"
 
 
-def _base_env(hw: Any) -> dict[str, str]:
+def _base_env(hw: HardwareConfig) -> dict[str, str]:
     # msrun starts a bare "python" from PATH: put this interpreter's folder first
     env = {WORKER_ENV: "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}$PATH"}
     if hw.device_target.name == "CPU":
@@ -65,7 +65,7 @@ def _worker_command(run_dir: Path) -> list[str]:
     return ["python", "-m", "effv2.tasks.rank", str(run_dir)]
 
 
-def plan(cfg: Any, run_dir: Path) -> list[ProcessPlan]:
+def plan(cfg: RunConfig, run_dir: Path) -> list[ProcessPlan]:
     """Every process each node starts, in node order (the dry run prints all of them)."""
     hw = cfg.hardware
     per_node, total = hw.devices_per_node, world_size(hw)
@@ -102,7 +102,7 @@ def plan(cfg: Any, run_dir: Path) -> list[ProcessPlan]:
     return plans
 
 
-def print_plan(cfg: Any, run_dir: Path) -> float:
+def print_plan(cfg: RunConfig, run_dir: Path) -> float:
     """launcher.dry_run=true: show what each node would start, start nothing."""
     text = "\n".join(p.render() for p in plan(cfg, run_dir))
     print(text)
@@ -168,7 +168,7 @@ def _end_ranks(run_dir: Path, ranks: list[int]) -> None:
             continue
 
 
-def launch(cfg: Any, run_dir: Path) -> float:
+def launch(cfg: RunConfig, run_dir: Path) -> float:
     plans = plan(cfg, run_dir)
     local = [p for p in plans if p.node == cfg.hardware.node_rank]
     if not local:
@@ -223,7 +223,7 @@ def launch(cfg: Any, run_dir: Path) -> float:
     return _summarise(cfg, run_dir, local_ranks)
 
 
-def _summarise(cfg: Any, run_dir: Path, local_ranks: list[int]) -> float:
+def _summarise(cfg: RunConfig, run_dir: Path, local_ranks: list[int]) -> float:
     """Every rank ended cleanly; after training they must hold the very same weights. Returns
     the task's metric, which the ranks computed together (the same on each)."""
     statuses = [json.loads(rank_status_path(run_dir, r).read_text()) for r in local_ranks]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from effv2.config.schema import ModelConfig
 from effv2.models.efficientnetv2 import EfficientNetV2, init_weights
 from effv2.models.variants import get_variant
 
 
-def build_model(cfg: Any, seed: int = 0, noise_seed: int | None = None) -> EfficientNetV2:
+def build_model(cfg: ModelConfig, seed: int = 0, noise_seed: int | None = None) -> EfficientNetV2:
     """``cfg`` is the ``model`` config node (see ``effv2.config.schema.ModelConfig``); ``seed``
     draws the initial weights, ``noise_seed`` (default: ``seed``) the dropout masks."""
     net = EfficientNetV2(

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
+from effv2.config.schema import RunConfig
 from effv2.data.pipeline import build_eval_split
 from effv2.errors import UserError
 from effv2.launch import ranks
-from effv2.models import build_model
+from effv2.models import EfficientNetV2, build_model
 from effv2.training.checkpoint import load_weights
 from effv2.training.metrics import write_json
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Any, run_dir: Path) -> float:
+def run(cfg: RunConfig, run_dir: Path) -> float:
     if not cfg.ckpt:
         raise UserError("task=eval needs ckpt=<path to a .ckpt file>")
     net = build_model(cfg.model, seed=cfg.seed)
@@ -43,7 +43,7 @@ def run(cfg: Any, run_dir: Path) -> float:
     return val["top1"]
 
 
-def evaluate_split(cfg: Any, net: Any) -> dict[str, float]:
+def evaluate_split(cfg: RunConfig, net: EfficientNetV2) -> dict[str, float]:
     """Every validation image once: on several ranks each scores its shard and the counts are
     summed over the ranks."""
     from effv2.training.evaluate import evaluate

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
+from effv2.config.schema import RunConfig
 from effv2.training.trainer import train
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Any, run_dir: Path) -> float:
+def run(cfg: RunConfig, run_dir: Path) -> float:
     result = train(cfg, run_dir)
     final = result.final
     ema = f"  EMA top-1 {final['ema_val_top1']:.2f}" if "ema_val_top1" in final else ""

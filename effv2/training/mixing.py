@@ -8,13 +8,13 @@ would, and a data-parallel run the batches one process with accumulation would.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+
+from effv2.config.schema import AugmentConfig
 
 
 class BatchMixer:
-    def __init__(self, augment: Any, seed: int) -> None:
+    def __init__(self, augment: AugmentConfig, seed: int) -> None:
         self.mixup_alpha = float(augment.mixup_alpha)
         self.cutmix_alpha = float(augment.cutmix_alpha)
         self.mix_prob = float(augment.mix_prob)

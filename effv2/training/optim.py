@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from mindspore import Parameter, Tensor, nn
 
+from effv2.config.schema import OptimizerConfig
 from effv2.errors import UserError
 from effv2.training.rmsprop_tf import TFRMSProp
 
@@ -23,12 +22,12 @@ def parameter_groups(params: list[Parameter], weight_decay: float) -> list[dict]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def scaled_lr(cfg: Any, global_batch: int) -> float:
+def scaled_lr(cfg: OptimizerConfig, global_batch: int) -> float:
     """``optimizer.lr`` is given per 256 images."""
     return cfg.lr * global_batch / 256.0
 
 
-def build_optimizer(cfg: Any, params: list[Parameter], lrs: np.ndarray) -> nn.Optimizer:
+def build_optimizer(cfg: OptimizerConfig, params: list[Parameter], lrs: np.ndarray) -> nn.Optimizer:
     groups = parameter_groups(params, cfg.weight_decay)
     lr = Tensor(lrs)
     if cfg.name == "rmsprop":

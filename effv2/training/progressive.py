@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from effv2.config.schema import DataConfig, RunConfig
 from effv2.errors import UserError
 
 # each ramps between progressive.<name>_min and progressive.<name>_max
@@ -38,7 +39,7 @@ def _ramp(low: float, high: float, index: int, stages: int) -> float:
     return low + (high - low) * index / (stages - 1)
 
 
-def _fixed_values(cfg: Any, default_dropout: float) -> dict[str, float]:
+def _fixed_values(cfg: RunConfig, default_dropout: float) -> dict[str, float]:
     augment = cfg.data.augment
     return {
         "dropout": default_dropout if cfg.model.drop_rate is None else float(cfg.model.drop_rate),
@@ -48,7 +49,7 @@ def _fixed_values(cfg: Any, default_dropout: float) -> dict[str, float]:
     }
 
 
-def _check(cfg: Any) -> None:
+def _check(cfg: RunConfig) -> None:
     prog = cfg.progressive
     epochs = cfg.train.epochs
     if prog.stages < 1:
@@ -94,7 +95,7 @@ def _check(cfg: Any) -> None:
         )
 
 
-def build_schedule(cfg: Any, default_dropout: float) -> list[Stage]:
+def build_schedule(cfg: RunConfig, default_dropout: float) -> list[Stage]:
     """The stages of this run; one stage at the fixed values when progressive learning is off.
     ``default_dropout`` is the variant's own head dropout, used when ``model.drop_rate`` is null."""
     _check(cfg)
@@ -122,7 +123,7 @@ def stage_of(schedule: list[Stage], epoch: int) -> Stage:
     return next(stage for stage in schedule if stage.first_epoch <= epoch <= stage.last_epoch)
 
 
-def stage_data_config(data_cfg: Any, stage: Stage) -> Any:
+def stage_data_config(data_cfg: DataConfig, stage: Stage) -> DataConfig:
     """A copy of the ``data`` node with the stage's augmentation strengths."""
     stage_cfg = copy.deepcopy(data_cfg)
     if OmegaConf.is_config(stage_cfg):

@@ -13,14 +13,14 @@ The decay curve is a function of the global step from 0 (as in google/automl's
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
+from effv2.config.schema import SchedulerConfig
 from effv2.errors import UserError
 
 
-def _decayed(cfg: Any, base_lr: float, step: np.ndarray, steps_per_epoch: int, total: int) -> np.ndarray:
+def _decayed(cfg: SchedulerConfig, base_lr: float, step: np.ndarray, steps_per_epoch: int, total: int) -> np.ndarray:
     if cfg.name == "constant":
         return np.full(step.shape, base_lr)
     if cfg.name == "cosine":
@@ -34,7 +34,7 @@ def _decayed(cfg: Any, base_lr: float, step: np.ndarray, steps_per_epoch: int, t
     raise UserError(f"scheduler.name={cfg.name!r} is unknown; accepted: constant, cosine, exponential, multistep")
 
 
-def learning_rates(cfg: Any, base_lr: float, steps_per_epoch: int, epochs: int) -> np.ndarray:
+def learning_rates(cfg: SchedulerConfig, base_lr: float, steps_per_epoch: int, epochs: int) -> np.ndarray:
     """The learning rate of every optimizer step of the run, as float32."""
     total = steps_per_epoch * epochs
     step = np.arange(total, dtype=np.float64)

@@ -13,12 +13,11 @@ number the same micro-batch has in one process with W times the accumulation.
 
 from __future__ import annotations
 
-from typing import Any
-
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from effv2.config.schema import LossScaleConfig
 from effv2.training.ema import EMA
 
 # TrainStep phases (see TrainStep.construct)
@@ -57,7 +56,7 @@ class TrainStep(nn.Cell):
         optimizer: nn.Optimizer,
         *,
         clip_grad_norm: float | None,
-        loss_scale: Any,
+        loss_scale: LossScaleConfig,
         accumulation_steps: int = 1,
         noise_stride: int = 1,
         ema: EMA | None = None,

@@ -19,6 +19,7 @@ import numpy as np
 from mindspore import Tensor, nn
 from tqdm import tqdm
 
+from effv2.config.schema import RunConfig
 from effv2.data.pipeline import build_eval_split, open_train_split, train_epoch
 from effv2.data.sharding import BatchPlan, epoch_order
 from effv2.errors import Interrupted, UserError
@@ -81,7 +82,7 @@ class StopRequests:
 
 
 class Trainer:
-    def __init__(self, cfg: Any, run_dir: Path) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
         train = cfg.train
@@ -447,7 +448,7 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, float) else "-"
 
 
-def train(cfg: Any, run_dir: Path) -> TrainResult:
+def train(cfg: RunConfig, run_dir: Path) -> TrainResult:
     trainer = Trainer(cfg, run_dir)
     if cfg.resume:
         trainer.resume(cfg.resume)
