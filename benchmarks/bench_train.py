@@ -45,7 +45,7 @@ def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile
     from omegaconf import OmegaConf
 
     from effv2.config.schema import LossScaleConfig, RMSPropConfig
-    from effv2.models import VARIANTS, EfficientNetV2, init_weights
+    from effv2.models import EfficientNetV2, get_variant, init_weights
     from effv2.training.loss import SoftTargetCrossEntropy, smoothed_one_hot
     from effv2.training.optim import build_optimizer
     from effv2.training.step import TrainStep
@@ -54,7 +54,7 @@ def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile
     if compile_cache:
         ms.set_context(enable_compile_cache=True, compile_cache_path=compile_cache)
     ms.set_device("CPU")
-    net = EfficientNetV2(VARIANTS[variant], num_classes=CLASSES)
+    net = EfficientNetV2(get_variant(variant), num_classes=CLASSES)
     init_weights(net, 0)
     optimizer_cfg = OmegaConf.structured(RMSPropConfig(lr=0.016, weight_decay=1e-5))
     optimizer = build_optimizer(optimizer_cfg, net.trainable_params(), np.full(1_000_000, 1e-3, np.float32))

@@ -16,8 +16,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 BENCHMARKS = {
-    "train": ("bench_train.py", [], ["--variants", "effnetv2_b0", "--sizes", "32", "--batch", "2", "--repeats", "2"]),
-    "inference": ("bench_inference.py", [], ["--variant", "effnetv2_b0", "--size", "32", "--batches", "1,2",
+    "train": ("bench_train.py", [], ["--variants", "effnetv2_micro", "--sizes", "32", "--batch", "2",
+                                     "--repeats", "2"]),
+    "inference": ("bench_inference.py", [], ["--variant", "effnetv2_micro", "--size", "32", "--batches", "1,2",
                                              "--repeats", "2"]),
     "data": ("bench_data.py", [], ["--sizes", "32", "--per-class", "4", "--batch", "8", "--source-size", "64"]),
     "progressive": ("bench_progressive.py", [], ["--size", "32", "--epochs", "2", "--stages", "2"]),

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effv2.models.variants import VARIANTS, VariantSpec
+from effv2.models.variants import VariantSpec, get_variant
 
 
 class Conv2dSame(nn.Conv2d):
@@ -125,7 +125,7 @@ class TorchEfficientNetV2(nn.Module):
 
 
 def build(variant: str, num_classes: int = 1000) -> TorchEfficientNetV2:
-    return TorchEfficientNetV2(VARIANTS[variant], num_classes)
+    return TorchEfficientNetV2(get_variant(variant), num_classes)
 
 
 def parameter_count(model: nn.Module) -> int:

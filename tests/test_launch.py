@@ -75,7 +75,9 @@ def test_an_absent_device_is_one_line(tmp_path: Path) -> None:
 def test_killing_one_rank_ends_the_job_within_the_bound(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    overrides = ["hardware=cpu_2p", "train.epochs=3", "hardware.master_port=8152", f"hydra.run.dir={run_dir}"]
+    # the micro network on the digits: the ranks start in seconds and 50 epochs outlast the kill
+    overrides = ["hardware=cpu_2p", "model=effnetv2_micro", "train.epochs=50", "hardware.master_port=8152",
+                 f"hydra.run.dir={run_dir}"]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "run.py", *overrides], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,
@@ -84,7 +86,7 @@ def test_killing_one_rank_ends_the_job_within_the_bound(tmp_path: Path) -> None:
     worker_log = run_dir / "ranks" / "worker_1.log"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
-        if status.exists() and worker_log.exists() and "training 3 epochs" in worker_log.read_text(errors="ignore"):
+        if status.exists() and worker_log.exists() and "training 50 epochs" in worker_log.read_text(errors="ignore"):
             break
         time.sleep(0.5)
     assert proc.poll() is None, "the job ended before a rank could be killed"
@@ -145,7 +147,8 @@ def test_slurm_launcher_config_runs_one_task_per_node(monkeypatch) -> None:
 def test_a_hung_rank_ends_the_job_within_the_timeout(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     overrides = [
-        "hardware=cpu_2p", "train.epochs=3", "hardware.master_port=8153", "launcher.hang_timeout=15",
+        "hardware=cpu_2p", "model=effnetv2_micro", "train.epochs=50", "hardware.master_port=8153",
+        "launcher.hang_timeout=15",
         f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     proc = subprocess.Popen(
