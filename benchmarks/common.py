@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -30,6 +31,17 @@ def interleaved_medians(candidates: dict[str, Callable[[], object]], repeats: in
         name: {"median_s": statistics.median(times), "min_s": min(times), "runs": len(times)}
         for name, times in samples.items()
     }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (benchmark figures are ratios from one run on one named CPU)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_results(path: Path, payload: dict, table: list[list[str]]) -> None:

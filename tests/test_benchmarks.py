@@ -19,12 +19,16 @@ def _bench(script: str, out: Path, *args: str) -> dict:
 
 def test_inference_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "inference.json"
-    payload = _bench("bench_inference.py", out, "--variant", "effnetv2_b0", "--size", "32", "--batches", "1,2",
+    payload = _bench("bench_inference.py", out, "--variant", "effnetv2_micro", "--size", "32", "--batches", "1,2",
                      "--repeats", "2")  # fmt: skip
-    assert {(r["batch"], r["backend"]) for r in payload["results"]} == {
-        (b, name) for b in (1, 2) for name in ("mindspore_graph", "mindir", "onnxruntime", "pytorch_eager")
-    }
+    backends = ("mindspore_graph", "mindir", "onnxruntime", "onnxruntime_int8", "onnxruntime_int8_per_tensor",
+                "pytorch_eager")  # fmt: skip
+    assert {(r["batch"], r["backend"]) for r in payload["results"]} == {(b, name) for b in (1, 2) for name in backends}
     assert all(r["median_s"] > 0 and r["images_per_s"] > 0 for r in payload["results"])
+    quality = payload["int8_quality"]
+    assert quality["val_images"] == 359 and quality["calibration_images"] == 64
+    assert [row["backend"] for row in quality["rows"]] == ["onnxruntime", *backends[3:5]]
+    assert quality["rows"][0]["top1_agreement_with_fp32"] == 1.0 and quality["rows"][0]["max_abs_logit_diff"] == 0
     assert out.with_suffix(".md").read_text().startswith("| batch |")
 
 
@@ -40,7 +44,7 @@ def test_progressive_benchmark_runs_and_writes_json(tiny_folder: Path, tmp_path:
 
 
 def test_train_benchmark_runs_both_frameworks_and_writes_json(tmp_path: Path) -> None:
-    rows = _bench("bench_train.py", tmp_path / "train.json", "--variants", "effnetv2_b0", "--sizes", "32",
+    rows = _bench("bench_train.py", tmp_path / "train.json", "--variants", "effnetv2_micro", "--sizes", "32",
                   "--batch", "2", "--repeats", "2")["results"]  # fmt: skip
     assert {r["framework"] for r in rows} == {"mindspore", "pytorch"}
     for row in rows:
@@ -51,7 +55,7 @@ def test_train_benchmark_runs_both_frameworks_and_writes_json(tmp_path: Path) ->
 
 def test_data_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     (row,) = _bench("bench_data.py", tmp_path / "data.json", "--sizes", "32", "--per-class", "4", "--batch", "8",
-                    "--source-size", "64")["results"]  # fmt: skip
+                    "--source-size", "64", "--variant", "effnetv2_micro")["results"]  # fmt: skip
     assert row["pipeline_images_per_s"] > 0 and row["training_images_per_s"] > 0
     assert 0.0 <= row["data_wait"] < 1.0
     assert row["headroom"] == row["pipeline_images_per_s"] / row["training_images_per_s"]
@@ -59,13 +63,14 @@ def test_data_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
 
 def test_levers_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     (row,) = _bench("bench_levers.py", tmp_path / "levers.json", "--size", "32", "--batch", "2", "--repeats", "2",
-                    "--only", "default")["results"]  # fmt: skip
+                    "--only", "default", "--variant", "effnetv2_micro")["results"]  # fmt: skip
     assert row["setting"].startswith("default") and row["ratio_to_default"] == 1.0
     assert row["step_median_s"] > 0 and row["first_step_s"] > row["step_median_s"]
 
 
 def test_profile_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
-    payload = _bench("profile_train_step.py", tmp_path / "profile.json", "--size", "32", "--batch", "2", "--steps", "2")
+    payload = _bench("profile_train_step.py", tmp_path / "profile.json", "--size", "32", "--batch", "2", "--steps", "2",
+                     "--variant", "effnetv2_micro")  # fmt: skip
     assert payload["mindspore_step_ms"] > 0 and payload["pytorch_step_ms"] > 0
     assert 0 < payload["convolution_ms"] < payload["profiled_ops_ms"]
     assert {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"} <= {op["op"] for op in payload["ops"]}

@@ -3,6 +3,7 @@ test_conversion_tf.py) and fine-tuning from a converted checkpoint with a head s
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import pytest
 from mindspore import Tensor
 
 from conftest import REPO, one_line_error, run_cli, tiny_data
+from effv2 import Predictor
 from effv2.conversion.convert import convert
+from effv2.deploy.class_names import imagenet1k
 from effv2.errors import UserError
 from effv2.models import VARIANTS, EfficientNetV2, build_model, init_weights
 from effv2.models.registry import count_parameters
@@ -77,6 +80,26 @@ def test_timm_safetensors_converts_and_matches_pytorch_logits(b0_reference, tmp_
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(_logits(net, images), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_converted_1000_class_checkpoint_predicts_imagenet_names(
+    b0_reference, digits_root: Path, tmp_path: Path
+) -> None:
+    _, path = b0_reference
+    output = tmp_path / "b0.ckpt"
+    convert(str(path), "effnetv2_b0", use_ema=True, output=output)
+    result = run_cli(
+        "task=export", "model=effnetv2_b0", "model.num_classes=1000", f"ckpt={output}", "export.image_size=32",
+        "export.parity_batch_sizes=[1]", f"hydra.run.dir={tmp_path / 'export'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    exported = tmp_path / "export" / "effnetv2_b0.onnx"
+    assert json.loads(exported.with_suffix(".classes.json").read_text()) == []  # the checkpoint has no names
+    image = next((digits_root / "val" / "3").iterdir())
+    top = Predictor.from_export(exported).predict(image, top_k=3)[0]
+    names = [name for _, name in imagenet1k()]
+    assert [guess["class"] for guess in top] == [names[guess["index"]] for guess in top]
+    assert len({guess["index"] for guess in top}) == 3
 
 
 @pytest.mark.parametrize(

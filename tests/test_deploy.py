@@ -7,10 +7,20 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from PIL import Image
 
 from conftest import EVAL_32PX as SIZE
 from conftest import one_line_error, run_cli
+from effv2 import Predictor
+from effv2.config.schema import load_run_config
+from effv2.data.pipeline import build_eval_split
+from effv2.deploy.class_names import default_class_names, imagenet1k, imagenet21k_wnids
+from effv2.deploy.dynamic_batch import make_batch_dynamic
+from effv2.training.evaluate import topk_correct
 
 
 def _one_process(result, run_dir: Path) -> None:
@@ -38,6 +48,106 @@ def test_export_writes_the_file_and_a_parity_report(
     assert report["weights"] == "ema"  # the checkpoint carries EMA weights
     assert report["max_abs_diff"] < 1e-4 and report["top1_agreement"] == 1.0
     assert json.loads((tmp_path / "effnetv2_b0.classes.json").read_text()) == [str(d) for d in range(10)]
+    assert report["preprocess"]["image_size"] == 32 and report["preprocess"]["eval_crop"] == "squash"  # the digits'
+    if fmt == "onnx":  # the batch dimension is free and parity was proven at 1, 3 and 32 images
+        assert report["dynamic_batch"] is True
+        assert report["parity_batch_sizes"] == [1, 3, 32]
+        assert set(report["max_abs_diff_per_batch_size"]) == {"1", "3", "32"}
+        assert onnx.load(str(exported)).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    else:
+        assert report["dynamic_batch"] is False
+
+
+@pytest.fixture(scope="module")
+def int8_export(best_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo checkpoint exported to ONNX and quantized to INT8 on its own training images."""
+    run_dir = tmp_path_factory.mktemp("int8")
+    result = run_cli(
+        "task=export", "export.quantize=int8", "export.calibration_images=128", SIZE, f"ckpt={best_ckpt}",
+        f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "INT8 on 359 val images: top-1" in result.stdout + result.stderr
+    return run_dir
+
+
+def _session_logits(path: Path, batches: list[np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: batch})[0] for batch in batches])
+
+
+def test_int8_export_keeps_its_accuracy_and_the_report_is_exact(int8_export: Path, eval_top1: float) -> None:
+    fp32, int8 = int8_export / "effnetv2_b0.onnx", int8_export / "effnetv2_b0.int8.onnx"
+    report = json.loads((int8_export / "effnetv2_b0.int8.export.json").read_text())
+    quant = report["quantization"]
+    assert quant["calibration_images"] == 128 and quant["val_images"] == 359 and quant["per_channel"] is True
+    # the file is quantized: int8 convolution weights behind DequantizeLinear nodes
+    graph = onnx.load(str(int8)).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("QuantizeLinear") > 50 and ops.count("DequantizeLinear") > 50
+    assert sum(init.data_type == onnx.TensorProto.INT8 for init in graph.initializer) >= 50
+    assert int8.stat().st_size < 0.4 * fp32.stat().st_size
+    # the report's numbers, recomputed from the eval pipeline's batches and onnxruntime directly
+    cfg = load_run_config(int8_export)
+    loaded = build_eval_split(cfg.data, workers=1)
+    batches, labels = [], []
+    for images, target in loaded.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+        batches.append(images)
+        labels.append(target)
+    labels = np.concatenate(labels)
+    fp32_logits, int8_logits = _session_logits(fp32, batches), _session_logits(int8, batches)
+    for logits, key in ((fp32_logits, "fp32"), (int8_logits, "int8")):
+        top5 = np.argsort(-logits, axis=1, kind="stable")[:, :5]  # equal logits: the lower index first
+        assert quant[key]["top1"] == pytest.approx(100.0 * (top5[:, 0] == labels).mean(), abs=1e-9)
+        assert quant[key]["top5"] == pytest.approx(100.0 * (top5 == labels[:, None]).any(1).mean(), abs=1e-9)
+    assert quant["fp32"]["top1"] == pytest.approx(eval_top1, abs=1e-9)  # FP32 ONNX == task=eval
+    assert quant["top1_agreement"] == pytest.approx((fp32_logits.argmax(1) == int8_logits.argmax(1)).mean())
+    assert quant["top1_drop"] == pytest.approx(quant["fp32"]["top1"] - quant["int8"]["top1"])
+    assert quant["top1_drop"] <= 1.0
+    assert quant["fp32_latency_ms"] > 0 and quant["int8_latency_ms"] > 0
+
+
+def test_int8_accuracy_gate_fails_the_export_in_one_line(best_ckpt: Path, tmp_path: Path) -> None:
+    # a gate no quantized model can pass (INT8 would have to beat FP32 by 100 points)
+    result = run_cli(
+        "task=export", "export.quantize=int8", "export.calibration_images=16", "export.max_top1_drop=-100",
+        "export.parity_batch_sizes=[1]", SIZE, f"ckpt={best_ckpt}", f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
+    line = one_line_error(result)
+    assert "export.quantize=int8 loses" in line and "export.max_top1_drop=-100" in line
+    assert (tmp_path / "effnetv2_b0.int8.onnx").is_file()  # nothing is lost: the files stay for a look
+
+
+def test_predictor_equals_task_infer(int8_export: Path, digits_root: Path, tmp_path: Path) -> None:
+    model = int8_export / "effnetv2_b0.int8.onnx"
+    images = [sorted((digits_root / "val" / digit).iterdir())[i] for digit in "0123456789" for i in range(3)]
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join(map(str, images)) + "\n")
+    run_dir = tmp_path / "infer"
+    result = run_cli(
+        "task=infer", f"infer.model={model}", f"infer.input={listing}", "infer.batch_size=7",
+        f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    from_task = [record["top_k"] for record in json.loads((run_dir / "predictions.json").read_text())]
+    predictor = Predictor.from_export(model)
+    assert predictor.predict(images, top_k=5) == from_task
+    # every input form gives the same answer as the file path
+    pil = Image.open(images[4])
+    same = [images[4], str(images[4]), images[4].read_bytes(), pil, np.asarray(pil.convert("RGB"))]
+    assert all(prediction == from_task[4] for prediction in predictor.predict(same))
+    assert predictor.predict(images[4]) == [from_task[4]]
+
+
+def test_default_class_names() -> None:
+    names = default_class_names(1000)
+    assert len(names) == 1000 and names[0] == "tench, Tinca tinca" and names[999].startswith("toilet tissue")
+    assert [wnid for wnid, _ in imagenet1k()] == sorted(wnid for wnid, _ in imagenet1k())
+    wnids = default_class_names(21843)
+    assert len(wnids) == 21843 and wnids[0] == "n00004475" and wnids[-1] == "21842"
+    assert set(wnid for wnid, _ in imagenet1k()) <= set(imagenet21k_wnids())
+    assert default_class_names(10) == []
 
 
 @pytest.mark.parametrize(
@@ -111,3 +221,48 @@ def test_ascend310_without_a_device_is_one_line(best_ckpt: Path, digits_root: Pa
         f"hydra.run.dir={tmp_path}",
     )  # fmt: skip
     assert "found none on this machine" in one_line_error(result)
+
+
+def test_topk_breaks_ties_by_class_index() -> None:
+    """INT8 logits tie often: equal logits rank by class index, as a stable sort and argmax do."""
+    logits = np.array([[1.0, 1.0, 0.0, 1.0], [0.0, 2.0, 2.0, 1.0]], np.float32)
+    assert topk_correct(logits, np.array([0, 1]), 1) == 2
+    assert topk_correct(logits, np.array([1, 2]), 1) == 0
+    assert topk_correct(logits, np.array([1, 2]), 2) == 2
+    assert topk_correct(logits, np.array([3, 3]), 2) == 0 and topk_correct(logits, np.array([3, 3]), 3) == 2
+
+
+def _reshape_graph(path: Path, target: list[int], op: str = "Reshape") -> None:
+    """x (2, 3, 4) -> Reshape(target) or Expand(target) -> y: a fixed-batch graph as MindSpore writes them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array(target, np.int64), "target")
+    node = helper.make_node(op, ["x", "target"], ["y"], name="shape_op")
+    out_shape = [2, 12] if op == "Reshape" else target
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], [shape],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_dynamic_batch_rewrite_frees_a_leading_reshape_batch(tmp_path: Path) -> None:
+    path = tmp_path / "reshape.onnx"
+    _reshape_graph(path, [2, 12])
+    assert make_batch_dynamic(path, 2) is None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3, 32):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 4)).astype(np.float32)
+        np.testing.assert_array_equal(session.run(None, {"x": x})[0], x.reshape(batch, 12))
+
+
+@pytest.mark.parametrize(
+    "target,op,reason",
+    [([1, 2, 12], "Reshape", "has the batch size 2 inside its target shape"), ([2, 3, 4], "Expand", "Expand")],
+)
+def test_dynamic_batch_rewrite_refuses_what_it_cannot_prove(tmp_path: Path, target, op, reason) -> None:
+    path = tmp_path / "graph.onnx"
+    _reshape_graph(path, target, op)
+    before = path.read_bytes()
+    assert reason in make_batch_dynamic(path, 2)
+    assert path.read_bytes() == before  # left as it was: still a valid fixed-batch file

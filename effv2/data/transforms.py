@@ -172,6 +172,31 @@ class EvalTransform:
         self.interpolation = _choice(data_cfg.interpolation)
         self.normalise = _normalise(data_cfg)
 
+    def settings(self) -> dict[str, Any]:
+        """Everything this transform does, as plain values (an export records them)."""
+        return {
+            "image_size": self.size,
+            "eval_crop": self.crop,
+            "crop_pct": self.crop_pct,
+            "interpolation": self.interpolation,
+            "mean": list(self.normalise.mean),
+            "std": list(self.normalise.std),
+        }
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> EvalTransform:
+        transform = cls.__new__(cls)
+        transform.size = int(settings["image_size"])
+        transform.crop = settings["eval_crop"]
+        transform.crop_pct = float(settings["crop_pct"])
+        transform.interpolation = settings["interpolation"]
+        transform.normalise = Normalise(tuple(settings["mean"]), tuple(settings["std"]))  # type: ignore[arg-type]
+        return transform
+
+    def pixels(self, image: np.ndarray) -> np.ndarray:
+        """uint8 RGB HWC pixels -> normalised float32 CHW."""
+        return _to_chw(self.normalise(self._geometry(image)))
+
     def _geometry(self, image: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
         size = self.size
@@ -189,4 +214,4 @@ class EvalTransform:
         return geometry.resize(image, size, size, self.interpolation)
 
     def __call__(self, encoded: np.ndarray) -> np.ndarray:
-        return _to_chw(self.normalise(self._geometry(decode(encoded))))
+        return self.pixels(decode(encoded))

@@ -31,6 +31,16 @@ class ExportedModel:
     def image_size(self) -> int:
         return self.input_shape[-1]
 
+    @property
+    def dynamic_batch(self) -> bool:
+        """Whether the file accepts any batch size (else exactly :attr:`batch_size`)."""
+        return bool(self.report.get("dynamic_batch"))
+
+    @property
+    def preprocess(self) -> dict[str, Any] | None:
+        """The evaluation preprocessing the export recorded (``EvalTransform.settings()``)."""
+        return self.report.get("preprocess")
+
     @staticmethod
     def report_file(path: Path) -> Path:
         return path.parent / f"{path.stem}.export.json"
@@ -63,6 +73,7 @@ class ExportedModel:
             if (fixed[2] is None or fixed[3] is None) and image_size is None:
                 raise UserError(f"{path.name} has a dynamic image size and no .export.json; set data.eval_size")
             shape = (fixed[0] or 1, fixed[1] or 3, fixed[2] or image_size, fixed[3] or image_size)
+            report["dynamic_batch"] = fixed[0] is None
         else:
             raise UserError(f"cannot tell the input shape of {path.name}: its .export.json report is missing")
         return cls(path, shape, classes, report)  # type: ignore[arg-type]

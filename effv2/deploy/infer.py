@@ -6,17 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from effv2.config.schema import RunConfig
-from effv2.deploy.backends import Backend, open_backend
 from effv2.deploy.export import export_checkpoint
 from effv2.deploy.exported import ExportedModel
-from effv2.deploy.inputs import InferInputs, Preprocess, collect_inputs
+from effv2.deploy.inputs import InferInputs, collect_inputs
 from effv2.deploy.offline import postprocess, preprocess, run_device
+from effv2.deploy.predictor import Predictor, prepare_file, top_k_predictions, transform_for
 from effv2.errors import UserError
 from effv2.launch.device import backend_available
 from effv2.training.evaluate import topk_correct
@@ -24,6 +25,7 @@ from effv2.training.evaluate import topk_correct
 log = logging.getLogger(__name__)
 
 _FORMAT_OF_BACKEND = {"onnxruntime": "onnx", "mindir": "mindir", "ascend310": "mindir"}
+_SUFFIX_OF_BACKEND = {"onnxruntime": ".onnx", "mindir": ".mindir"}
 
 
 def _exported_model(cfg: RunConfig, run_dir: Path) -> ExportedModel:
@@ -46,37 +48,11 @@ def _class_names(cfg: RunConfig, exported: ExportedModel) -> list[str]:
     return exported.class_names
 
 
-def _logits_online(backend: Backend, batch: int, inputs: InferInputs, prepare: Preprocess) -> np.ndarray:
-    outputs = []
-    for start in range(0, len(inputs.files), batch):
-        chunk = [prepare(path) for path in inputs.files[start : start + batch]]
-        images = np.zeros((batch, *chunk[0].shape), np.float32)
-        images[: len(chunk)] = np.stack(chunk)
-        outputs.append(backend(images)[: len(chunk)])
-    return np.concatenate(outputs)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def _write_predictions(
     cfg: RunConfig, run_dir: Path, inputs: InferInputs, logits: np.ndarray, names: list[str]
 ) -> Path:
-    probs = _softmax(logits.astype(np.float64))
-    k = min(cfg.infer.top_k, probs.shape[1])
-    order = np.argsort(-probs, axis=1)[:, :k]
-    records = [
-        {
-            "file": str(path),
-            "top_k": [
-                {"class": names[i] if i < len(names) else str(i), "index": int(i), "prob": float(probs[row, i])}
-                for i in order[row]
-            ],
-        }
-        for row, path in enumerate(inputs.files)
-    ]
+    predictions = top_k_predictions(logits, names, cfg.infer.top_k)
+    records = [{"file": str(path), "top_k": top} for path, top in zip(inputs.files, predictions, strict=True)]
     if cfg.infer.output_format.name == "json":
         out = run_dir / "predictions.json"
         out.write_text(json.dumps(records, indent=1) + "\n")
@@ -105,17 +81,21 @@ def infer(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     model = exported.path
     names = _class_names(cfg, exported)
     inputs = collect_inputs(cfg.infer.input, names, cfg.data.on_bad_image.name)
-    prepare = Preprocess(cfg.data, exported.image_size)
     if backend_name == "ascend310":
         if model.suffix != ".mindir":
             raise UserError(f"infer.backend=ascend310 runs .mindir files; got {model.name}")
         offline = run_dir / "offline"
-        bin_names = preprocess(inputs.files, prepare, offline / "input")
+        transform = transform_for(exported, cfg.data)
+        bin_names = preprocess(inputs.files, partial(prepare_file, transform), offline / "input")
         run_device(model, offline / "input", offline / "output", device)
         logits = postprocess(offline / "output", bin_names, cfg.model.num_classes)
     else:
-        backend = open_backend(backend_name, model, cfg.infer.provider.name)
-        logits = _logits_online(backend, exported.batch_size, inputs, prepare)
+        expected = _SUFFIX_OF_BACKEND[backend_name]
+        if model.suffix != expected:
+            raise UserError(f"infer.backend={backend_name} reads {expected} files; got {model.name}")
+        options = {"provider": cfg.infer.provider.name, "batch_size": cfg.infer.batch_size}
+        predictor = Predictor.from_export(exported, class_names=names, data=cfg.data, **options)
+        logits = predictor.logits(inputs.files)
     out = _write_predictions(cfg, run_dir, inputs, logits, names)
     summary: dict[str, Any] = {"backend": backend_name, "model": str(model), "images": len(inputs.files)}
     if inputs.labels is not None:

@@ -1,16 +1,11 @@
-"""What task=infer reads: one image, a list file, a folder of images or a labelled ImageFolder;
-and the one evaluation preprocessing that eval, infer and the offline path all share."""
+"""What task=infer reads: one image, a list file, a folder of images or a labelled ImageFolder."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from effv2.config.schema import DataConfig
 from effv2.data.imagefolder import IMAGE_EXTENSIONS, images_in, scan_split
-from effv2.data.transforms import EvalTransform
 from effv2.errors import UserError
 
 
@@ -52,16 +47,3 @@ def collect_inputs(source: str | None, class_names: list[str], on_bad_image: str
         unknown = sorted(set(folder_names) - set(class_names))[:5]
         raise UserError(f"infer.input={source!r} has class folders the model does not know: {unknown}")
     return InferInputs(list(split.files), [index[folder_names[label]] for label in split.labels])
-
-
-class Preprocess:
-    """The eval pipeline's :class:`EvalTransform` on one file: identical to its output."""
-
-    def __init__(self, data_cfg: DataConfig, image_size: int) -> None:
-        self.transform = EvalTransform(data_cfg, image_size)
-
-    def __call__(self, path: Path) -> np.ndarray:
-        try:
-            return self.transform(np.fromfile(path, np.uint8))
-        except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
-            raise UserError(f"cannot decode image {str(path)!r}: {str(exc).splitlines()[0]}") from None

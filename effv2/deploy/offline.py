@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from effv2.deploy.inputs import Preprocess
 from effv2.errors import UserError
 
 
-def preprocess(files: list[Path], prepare: Preprocess, out_dir: Path) -> list[str]:
+def preprocess(files: list[Path], prepare: Callable[[Path], np.ndarray], out_dir: Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     names = []
     for index, path in enumerate(files):

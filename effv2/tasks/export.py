@@ -17,9 +17,22 @@ def run(cfg: RunConfig, run_dir: Path) -> float:
     report = exported.report
     diff = report.get("max_abs_diff")
     log.info(
-        "exported %s (%s, %.1f MB, input %s, %s weights); %s",
-        exported.path, report["format"], report["bytes"] / 1e6, list(exported.input_shape), report["weights"],
+        "exported %s (%s, %.1f MB, input %s%s, %s weights); %s",
+        exported.path, report["format"], report["bytes"] / 1e6, list(exported.input_shape),
+        " with any batch size" if exported.dynamic_batch else "", report["weights"],
         f"max abs diff vs MindSpore {diff:.3g}, top-1 agreement {report['top1_agreement']:.3f}"
         if diff is not None else "no parity check for AIR",
     )  # fmt: skip
+    if not report.get("dynamic_batch") and "dynamic_batch_note" in report:
+        log.info("fixed batch %d: %s", exported.batch_size, report["dynamic_batch_note"])
+    quantization = report.get("quantization")
+    if quantization:
+        log.info(
+            "INT8 on %d val images: top-1 %.2f (FP32 %.2f, drop %.2f, gate %.2f), top-5 %.2f (FP32 %.2f), "
+            "top-1 agreement %.3f; batch %d latency %.1f ms (FP32 %.1f ms)",
+            quantization["val_images"], quantization["int8"]["top1"], quantization["fp32"]["top1"],
+            quantization["top1_drop"], quantization["max_top1_drop"], quantization["int8"]["top5"],
+            quantization["fp32"]["top5"], quantization["top1_agreement"], quantization["latency_batch"],
+            quantization["int8_latency_ms"], quantization["fp32_latency_ms"],
+        )  # fmt: skip
     return float(diff or 0.0)

@@ -16,9 +16,15 @@ from effv2.launch.ranks import allreduce_sum, heartbeat
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
+    """How many rows rank their label among the first ``k`` classes, ranking by logit and equal
+    logits by class index (a stable sort; top-1 is argmax). Quantized models tie often, so the
+    tie rule must be fixed for top-k to be reproducible."""
     k = min(k, logits.shape[1])
-    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    return int((top == labels[:, None]).any(axis=1).sum())
+    labels = np.asarray(labels)
+    target = logits[np.arange(len(labels)), labels][:, None]
+    before = np.arange(logits.shape[1])[None, :] < labels[:, None]
+    ahead = (logits > target) | ((logits == target) & before)
+    return int((ahead.sum(axis=1) < k).sum())
 
 
 def evaluate(net: nn.Cell, loaded: LoadedSplit, heartbeat_dir: Path | None = None) -> dict[str, float]:
