@@ -54,8 +54,33 @@ def test_export_writes_the_file_and_a_parity_report(
         assert report["parity_batch_sizes"] == [1, 3, 32]
         assert set(report["max_abs_diff_per_batch_size"]) == {"1", "3", "32"}
         assert onnx.load(str(exported)).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+        _assert_any_batch_matches_mindspore(exported, best_ckpt)
     else:
         assert report["dynamic_batch"] is False
+
+
+def _assert_any_batch_matches_mindspore(exported: Path, ckpt: Path) -> None:
+    """The dynamic-batch file at 1, 3 and 32 images against the checkpoint in MindSpore, here."""
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from effv2.models import EfficientNetV2, get_variant
+    from effv2.training.checkpoint import load_weights
+
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)  # no graph compilation per batch size
+    try:
+        net = EfficientNetV2(get_variant("effnetv2_b0"), num_classes=10)
+        load_weights(net, ckpt)
+        net.set_train(False)
+        session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+        for batch in (1, 3, 32):
+            images = np.random.default_rng(batch).uniform(-1, 1, (batch, 3, 32, 32)).astype(np.float32)
+            expected = net(Tensor(images)).asnumpy()
+            actual = session.run(None, {session.get_inputs()[0].name: images})[0]
+            np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+    finally:
+        ms.set_context(mode=mode)
 
 
 @pytest.fixture(scope="module")
