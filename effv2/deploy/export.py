@@ -20,7 +20,7 @@ from effv2.data.transforms import EvalTransform
 from effv2.deploy.backends import Backend, open_backend
 from effv2.deploy.dynamic_batch import make_batch_dynamic
 from effv2.deploy.exported import ExportedModel
-from effv2.deploy.predictor import Predictor, prepare_file
+from effv2.deploy.predictor import Predictor, prepare_file, run_batched
 from effv2.deploy.quantize import quantize_int8
 from effv2.errors import UserError
 from effv2.launch.device import backend_available
@@ -95,17 +95,6 @@ def _backend_of(fmt: str) -> str:
     return "onnxruntime" if fmt == "onnx" else "mindir"
 
 
-def _graph_logits(net: Any, images: np.ndarray, batch: int) -> np.ndarray:
-    """The MindSpore graph on ``images`` in chunks of the traced batch (no recompilation)."""
-    outputs = []
-    for start in range(0, len(images), batch):
-        chunk = images[start : start + batch]
-        padded = np.zeros((batch, *images.shape[1:]), np.float32)
-        padded[: len(chunk)] = chunk
-        outputs.append(net(Tensor(padded)).asnumpy()[: len(chunk)])
-    return np.concatenate(outputs)
-
-
 def _parity(net: Any, backend: Backend, shape: tuple, sizes: list[int], batches: int) -> dict[str, Any]:
     """Max abs difference and top-1 agreement between ``backend`` and the graph on seeded random
     inputs in [-1, 1] (the range of the (x - 127.5) / 127.5 preprocessing), at each batch size."""
@@ -114,7 +103,7 @@ def _parity(net: Any, backend: Backend, shape: tuple, sizes: list[int], batches:
     per_size: dict[str, float] = {}
     for _ in range(max(1, batches)):
         images = rng.uniform(-1.0, 1.0, (max(sizes), *shape[1:])).astype(np.float32)
-        expected = _graph_logits(net, images, shape[0])
+        expected = run_batched(lambda chunk: net(Tensor(chunk)).asnumpy(), images, shape[0], pad=True)
         scale = max(scale, float(np.abs(expected).max()))
         for size in sizes:
             actual = backend(images[:size])
@@ -207,8 +196,13 @@ def _quantized(cfg: RunConfig, fp32: ExportedModel) -> ExportedModel:
     int8 = ExportedModel(int8_path, fp32.input_shape, fp32.class_names, {**fp32.report, "file": str(int8_path)})
     int8_predictor = Predictor.from_export(int8, batch_size=cfg.infer.batch_size)
     labels = np.asarray(val.labels)
-    fp32_logits = fp32_predictor.logits(val.files)
-    int8_logits = int8_predictor.logits(val.files)
+    fp32_rows, int8_rows = [], []
+    step = fp32_predictor.batch_size
+    for start in range(0, val.num_images, step):  # each image decoded once, for both models
+        pixels = np.stack([prepare_file(fp32_predictor.transform, path) for path in val.files[start : start + step]])
+        fp32_rows.append(fp32_predictor.run(pixels))
+        int8_rows.append(int8_predictor.run(pixels))
+    fp32_logits, int8_logits = np.concatenate(fp32_rows), np.concatenate(int8_rows)
     fp32_acc, int8_acc = _accuracy(fp32_logits, labels), _accuracy(int8_logits, labels)
     timing_input = np.stack([prepare_file(fp32_predictor.transform, val.files[0])] * fp32_predictor.batch_size)
     quantization = {

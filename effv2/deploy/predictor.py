@@ -13,7 +13,7 @@ use) and the class names the export carries, ImageNet names for a 1,000-class he
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,21 @@ def top_k_predictions(logits: np.ndarray, class_names: Sequence[str], top_k: int
         ]
         for row in range(len(probs))
     ]
+
+
+def run_batched(model: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: int, pad: bool) -> np.ndarray:
+    """``model`` over ``images`` in chunks of ``batch``; with ``pad`` (a model that takes exactly
+    ``batch`` images) the last chunk is padded with zeros and the padding's outputs dropped."""
+    outputs = []
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        if pad and len(chunk) < batch:
+            padded = np.zeros((batch, *chunk.shape[1:]), chunk.dtype)
+            padded[: len(chunk)] = chunk
+            outputs.append(model(padded)[: len(chunk)])
+        else:
+            outputs.append(model(chunk))
+    return np.concatenate(outputs)
 
 
 def transform_for(exported: ExportedModel, data: DataConfig | None = None) -> EvalTransform:
@@ -125,29 +140,25 @@ class Predictor:
             return self.transform.pixels(np.asarray(image.convert("RGB")))
         raise UserError(f"cannot predict a {type(image).__name__}: give a path, encoded bytes, a PIL image or an array")
 
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """The model on preprocessed NCHW ``pixels``, in batches the file accepts."""
+        return run_batched(self.backend, pixels, self.batch_size, pad=not self.exported.dynamic_batch)
+
     def logits(self, images: Iterable[ImageInput]) -> np.ndarray:
         """Raw model outputs, one row per image."""
         items = list(images)
         if not items:
             return np.zeros((0, 0), np.float32)
-        outputs = []
-        for start in range(0, len(items), self.batch_size):
-            chunk = np.stack([self._pixels(item) for item in items[start : start + self.batch_size]])
-            if len(chunk) < self.batch_size and not self.exported.dynamic_batch:
-                padded = np.zeros((self.batch_size, *chunk.shape[1:]), np.float32)
-                padded[: len(chunk)] = chunk
-                outputs.append(self.backend(padded)[: len(chunk)])
-            else:
-                outputs.append(self.backend(chunk))
-        return np.concatenate(outputs)
+        step = self.batch_size
+        chunks = (np.stack([self._pixels(item) for item in items[i : i + step]]) for i in range(0, len(items), step))
+        return np.concatenate([self.run(chunk) for chunk in chunks])
 
     def top_k(self, logits: np.ndarray, top_k: int = 5) -> list[list[dict[str, Any]]]:
         return top_k_predictions(logits, self.class_names, top_k)
 
     def predict(self, images: ImageInput | Iterable[ImageInput], top_k: int = 5) -> list[list[dict[str, Any]]]:
         """Top-k predictions for each image (paths, encoded bytes, PIL images or uint8 RGB arrays)."""
-        if isinstance(images, str | Path | bytes) or (isinstance(images, np.ndarray) and images.ndim == 3):
-            images = [images]
-        elif hasattr(images, "convert"):
+        single = isinstance(images, str | Path | bytes) or hasattr(images, "convert")  # hasattr: a PIL image
+        if single or (isinstance(images, np.ndarray) and images.ndim == 3):
             images = [images]
         return self.top_k(self.logits(images), top_k)
