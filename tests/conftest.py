@@ -147,3 +147,44 @@ def eval_top1(best_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> floa
     result = run_cli("task=eval", EVAL_32PX, f"ckpt={best_ckpt}", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads((run_dir / "metrics.json").read_text())["val_top1"]
+
+
+# every logger, the per-step scalars at each optimizer step
+ALL_LOGGERS = ("logger=[csv,tensorboard,mlflow]", "logger.tensorboard.log_every_n_steps=1")
+
+
+def check_logged_history(run_dir: Path, epochs: int, steps_per_epoch: int, run_id: str | None = None) -> str:
+    """The TensorBoard events and the MLflow run of a finished (maybe resumed) run, read back with
+    TensorBoard's own reader and ``MlflowClient``: every step and epoch exactly once. Returns the
+    MLflow run id (``run_id``: the one the run must have continued)."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    last = epochs * steps_per_epoch
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, last + 1))
+    assert [e.step for e in events.Scalars("epoch/val_top1")] == list(range(steps_per_epoch, last + 1, steps_per_epoch))
+    assert "config" in events.Tags()["tensors"] or "config/text_summary" in events.Tags()["tensors"]
+
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("effv2").experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    if run_id is not None:
+        assert run.info.run_id == run_id
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "val_top1")
+    assert sorted(m.step for m in history) == list(range(steps_per_epoch, last + 1, steps_per_epoch))
+    assert run.data.params["model.name"] == "effnetv2_micro" and run.data.tags["variant"] == "effnetv2_micro"
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"curves.png", "metrics.json"}
+    return run.info.run_id
+
+
+def mlflow_run_of(run_dir: Path) -> tuple[str, str]:
+    """(run id, status) of the single MLflow run in ``run_dir``'s store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("effv2").experiment_id])
+    return run.info.run_id, run.info.status

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from mindspore import Parameter, Tensor
 
-from conftest import REPO, one_line_error, resumable, run_cli
+from conftest import ALL_LOGGERS, REPO, check_logged_history, mlflow_run_of, one_line_error, resumable, run_cli
 from effv2.data.imagefolder import scan_split
 from effv2.errors import UserError
 from effv2.training import checkpoint
@@ -145,7 +145,8 @@ def test_a_diverging_run_stops_with_the_step_number(tmp_path: Path) -> None:
 def test_sigterm_writes_a_recovery_checkpoint_and_resume_matches(
     resumable_reference: Path, tiny_folder: Path, tmp_path: Path
 ) -> None:
-    reference, overrides = resumable_reference, resumable(tiny_folder)
+    """... and every logger closes cleanly, then continues its run on resume."""
+    reference, overrides = resumable_reference, (*resumable(tiny_folder), *ALL_LOGGERS)
     stopped = tmp_path / "stopped"
     proc = subprocess.Popen(
         [sys.executable, "run.py", *overrides, f"hydra.run.dir={stopped}"],
@@ -160,8 +161,11 @@ def test_sigterm_writes_a_recovery_checkpoint_and_resume_matches(
     errors = [line for line in output.splitlines() if "error:" in line]
     assert len(errors) == 1 and "SIGTERM received: stopped after step" in errors[0]
     assert f"resume command: python run.py {' '.join(overrides)} resume={stopped}" in errors[0]
+    run_id, status = mlflow_run_of(stopped)
+    assert status == "KILLED"
     result = run_cli(*overrides, f"resume={stopped}", f"hydra.run.dir={tmp_path / 'resumed'}")
     assert result.returncode == 0, result.stderr[-2000:]
+    check_logged_history(tmp_path / "resumed", epochs=3, steps_per_epoch=10, run_id=run_id)
     expected = ms.load_checkpoint(str(reference / "checkpoints" / "last.ckpt"))
     actual = ms.load_checkpoint(str(tmp_path / "resumed" / "checkpoints" / "last.ckpt"))
     for name in set(expected) - {"effv2_meta"}:

@@ -225,6 +225,9 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # a corrupt, truncated or non-image file: skip it (counted and logged) or stop naming it
     on_bad_image: BadImagePolicy = BadImagePolicy.skip
+    # a remote data.root (s3://...): keep each image in a local cache after its first read
+    # (fsspec's simplecache, under $EFFV2_CACHE/remote) instead of downloading it every epoch
+    remote_cache: bool = False
     # audit: append the path of every training image, as it is read, to
     # <run folder>/reads/epoch<E>_rank<R>.txt (which images each rank trained, in order)
     record_reads: bool = False
@@ -458,6 +461,50 @@ class ConvertConfig:
 
 
 @dataclass
+class CSVLoggerConfig:
+    # curves.png (loss, learning rate, top-1) redrawn after every epoch
+    plot: bool = True
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    # training loss and learning rate every N optimizer steps (0: epoch scalars only)
+    log_every_n_steps: int = 10
+
+
+@dataclass
+class MLflowLoggerConfig:
+    # null: $MLFLOW_TRACKING_URI when set, else a SQLite store in the run folder (in a multirun,
+    # in the sweep folder, shared by its jobs)
+    tracking_uri: Optional[str] = None
+    # null: "effv2" for a single run, the sweep folder's name in a multirun
+    experiment: Optional[str] = None
+    # best.ckpt as an artifact of the run, besides curves.png and metrics.json
+    log_best_checkpoint: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    """The experiment loggers a training run writes to (rank 0 only); a key is set when its
+    ``logger=`` option is chosen: ``logger=[csv,tensorboard,mlflow]``."""
+
+    csv: Optional[CSVLoggerConfig] = None
+    tensorboard: Optional[TensorBoardLoggerConfig] = None
+    mlflow: Optional[MLflowLoggerConfig] = None
+
+
+@dataclass
+class OutputConfig:
+    # a URL (s3://bucket/runs/name, any fsspec protocol) the run folder is mirrored to while it
+    # is written; in a multirun each job goes to <remote>/<job number>
+    remote: Optional[str] = None
+    # seconds between two mirror passes (a last pass runs when the task ends)
+    sync_interval: float = 30.0
+    # further tries of a failed upload before it is reported and skipped
+    upload_retries: int = 3
+
+
+@dataclass
 class RunConfig:
     task: TaskConfig = MISSING
     model: ModelConfig = MISSING
@@ -473,6 +520,8 @@ class RunConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = 0
     # a checkpoint file for task=eval / export / infer
     ckpt: Optional[str] = None

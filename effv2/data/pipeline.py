@@ -19,6 +19,7 @@ from effv2.data.digits import materialise_digits
 from effv2.data.imagefolder import ImageFolderSplit, scan_split
 from effv2.data.transforms import EvalTransform, TrainTransform
 from effv2.errors import UserError
+from effv2.storage.location import is_remote, local_path
 
 
 class _FileSource:
@@ -34,6 +35,7 @@ class _FileSource:
         record_to: Path | None = None,
     ) -> None:
         self.files = split.files
+        self.read = split.read
         self.labels = split.labels
         self.indices = indices
         self.key_prefix = key_prefix
@@ -51,7 +53,7 @@ class _FileSource:
         if self.record_to is not None:
             with self.record_to.open("a") as record:
                 record.write(f"{self.files[index]}\n")
-        encoded, label = np.fromfile(self.files[index], np.uint8), np.array(self.labels[index], np.int32)
+        encoded, label = self.read(self.files[index]), np.array(self.labels[index], np.int32)
         if self.key_prefix is None:
             return encoded, label
         return encoded, label, np.array([*self.key_prefix, index], np.int64)
@@ -79,14 +81,22 @@ class LoadedSplit:
     batch_size: int
 
 
-def resolve_root(data_cfg: DataConfig) -> Path:
+def resolve_root(data_cfg: DataConfig) -> Path | str:
+    """The data set's root: a local folder, or a URL (s3://...) read through fsspec."""
     if data_cfg.name == "digits":
         return materialise_digits(Path(data_cfg.root).expanduser() if data_cfg.root else None)
     if not data_cfg.root:
         raise UserError(
             f"data={data_cfg.name} needs data.root=<folder holding {data_cfg.train_split}/ and {data_cfg.val_split}/>"
         )
-    return Path(data_cfg.root).expanduser()
+    return data_cfg.root if is_remote(data_cfg.root) else local_path(data_cfg.root)
+
+
+def open_split(data_cfg: DataConfig, split: str) -> ImageFolderSplit:
+    """One split of the configured data set, scanned and validated."""
+    split_files = scan_split(resolve_root(data_cfg), split, data_cfg.on_bad_image.name, data_cfg.remote_cache)
+    _check_classes(data_cfg, split_files)
+    return split_files
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -103,9 +113,7 @@ def _check_classes(data_cfg: DataConfig, split: ImageFolderSplit) -> None:
 def open_train_split(data_cfg: DataConfig) -> ImageFolderSplit:
     """Scan and validate the training split once; epochs are then built from it."""
     _check_positive("data.batch_size", data_cfg.batch_size)
-    split = scan_split(resolve_root(data_cfg), data_cfg.train_split, data_cfg.on_bad_image.name)
-    _check_classes(data_cfg, split)
-    return split
+    return open_split(data_cfg, data_cfg.train_split)
 
 
 def train_epoch(
@@ -138,8 +146,7 @@ def build_eval_split(
     image_size = data_cfg.eval_size if image_size is None else image_size
     _check_positive("data.eval_size", image_size)
     _check_positive("data.eval_batch_size", data_cfg.eval_batch_size)
-    split = scan_split(resolve_root(data_cfg), data_cfg.val_split, data_cfg.on_bad_image.name)
-    _check_classes(data_cfg, split)
+    split = open_split(data_cfg, data_cfg.val_split)
     rank, world_size = shard
     source = _FileSource(split, list(range(rank, split.num_images, world_size)))
     dataset = _map(_rows(source), EvalTransform(data_cfg, image_size), ["image"], workers)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,12 +146,14 @@ def _try_dynamic_batch(net: Any, path: Path, shape: tuple, cfg: RunConfig) -> di
     return {**parity, "dynamic_batch": False, "dynamic_batch_note": reason}
 
 
-def _batches(files: list[Path], predictor: Predictor) -> list[np.ndarray]:
+def _batches(
+    files: list[Path | str], predictor: Predictor, read: Callable[[Path | str], np.ndarray]
+) -> list[np.ndarray]:
     """Preprocessed images in batches the file accepts: CALIBRATION_BATCH images (calibration
     holds one batch's intermediate tensors at a time), or a fixed-batch file's own batch (which
     drops the remainder beyond the first batch rather than calibrate on padding)."""
     step = CALIBRATION_BATCH if predictor.exported.dynamic_batch else predictor.batch_size
-    images = np.stack([prepare_file(predictor.transform, path) for path in files])
+    images = np.stack([prepare_file(predictor.transform, path, read) for path in files])
     if not predictor.exported.dynamic_batch:
         images = images[: max(step, len(images) // step * step)]
     return [images[start : start + step] for start in range(0, len(images), step)]
@@ -177,8 +180,8 @@ def _quantized(cfg: RunConfig, fp32: ExportedModel) -> ExportedModel:
     """The INT8 sibling of ``fp32``: calibrated, measured on every val image against FP32, gated."""
     export, data = cfg.export, cfg.data
     root = resolve_root(data)
-    train = scan_split(root, data.train_split, data.on_bad_image.name)
-    val = scan_split(root, data.val_split, data.on_bad_image.name)
+    train = scan_split(root, data.train_split, data.on_bad_image.name, data.remote_cache)
+    val = scan_split(root, data.val_split, data.on_bad_image.name, data.remote_cache)
     pick = np.random.default_rng(cfg.seed).permutation(train.num_images)[: export.calibration_images]
     fp32_predictor = Predictor.from_export(fp32, batch_size=cfg.infer.batch_size)
     int8_path = fp32.path.with_name(f"{fp32.path.stem}.int8.onnx")
@@ -186,7 +189,7 @@ def _quantized(cfg: RunConfig, fp32: ExportedModel) -> ExportedModel:
     quantize_int8(
         fp32.path,
         int8_path,
-        _batches([train.files[i] for i in sorted(pick)], fp32_predictor),
+        _batches([train.files[i] for i in sorted(pick)], fp32_predictor, train.read),
         method=export.calibration_method.name,
         per_channel=export.per_channel,
         reduce_range=export.reduce_range,
@@ -199,12 +202,16 @@ def _quantized(cfg: RunConfig, fp32: ExportedModel) -> ExportedModel:
     fp32_rows, int8_rows = [], []
     step = fp32_predictor.batch_size
     for start in range(0, val.num_images, step):  # each image decoded once, for both models
-        pixels = np.stack([prepare_file(fp32_predictor.transform, path) for path in val.files[start : start + step]])
+        pixels = np.stack(
+            [prepare_file(fp32_predictor.transform, path, val.read) for path in val.files[start : start + step]]
+        )
         fp32_rows.append(fp32_predictor.run(pixels))
         int8_rows.append(int8_predictor.run(pixels))
     fp32_logits, int8_logits = np.concatenate(fp32_rows), np.concatenate(int8_rows)
     fp32_acc, int8_acc = _accuracy(fp32_logits, labels), _accuracy(int8_logits, labels)
-    timing_input = np.stack([prepare_file(fp32_predictor.transform, val.files[0])] * fp32_predictor.batch_size)
+    timing_input = np.stack(
+        [prepare_file(fp32_predictor.transform, val.files[0], val.read)] * fp32_predictor.batch_size
+    )
     quantization = {
         "scheme": "QDQ, int8 weights (7-bit with reduce_range), uint8 activations",
         "per_channel": export.per_channel,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from effv2.data.imagefolder import IMAGE_EXTENSIONS, images_in, scan_split
 from effv2.errors import UserError
+from effv2.storage.fetch import Kind, fetch
+from effv2.storage.location import is_remote, local_path
 
 
 @dataclass
@@ -22,7 +24,8 @@ def collect_inputs(source: str | None, class_names: list[str], on_bad_image: str
     if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
         return InferInputs([path], None)
     if path.is_file() and path.suffix.lower() == ".txt":
-        files = [Path(line.strip()).expanduser() for line in path.read_text().splitlines() if line.strip()]
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        files = [fetch(line, "infer.input", Kind.FILE) if is_remote(line) else local_path(line) for line in lines]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise UserError(f"infer.input={source!r} lists {len(missing)} missing images, e.g. {missing[0]!r}")

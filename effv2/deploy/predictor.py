@@ -25,6 +25,7 @@ from effv2.deploy.backends import Backend, open_backend
 from effv2.deploy.class_names import default_class_names
 from effv2.deploy.exported import ExportedModel
 from effv2.errors import UserError
+from effv2.storage.files import read_local
 
 ImageInput = str | Path | bytes | np.ndarray | Any  # Any: a PIL image
 
@@ -75,11 +76,14 @@ def transform_for(exported: ExportedModel, data: DataConfig | None = None) -> Ev
     raise UserError(f"{exported.path.name} has no recorded preprocessing (.export.json); pass data=<DataConfig>")
 
 
-def prepare_file(transform: EvalTransform, path: str | Path) -> np.ndarray:
-    """One image file through ``transform``, with one-line errors for missing or broken files."""
-    path = Path(path).expanduser()
+def prepare_file(
+    transform: EvalTransform, path: str | Path, read: Callable[[str | Path], np.ndarray] = read_local
+) -> np.ndarray:
+    """One image file (read by ``read``: local by default) through ``transform``, with one-line
+    errors for missing or broken files."""
+    path = Path(path).expanduser() if read is read_local else path
     try:
-        return transform(np.fromfile(path, np.uint8))
+        return transform(read(path))
     except FileNotFoundError:
         raise UserError(f"image {str(path)!r} does not exist") from None
     except OSError as exc:  # PIL's UnidentifiedImageError is an OSError

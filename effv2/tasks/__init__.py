@@ -18,6 +18,7 @@ from effv2.errors import UserError
 from effv2.launch.compile_cache import enable_compile_cache
 from effv2.launch.device import check_device, configure_context, prepare_environment
 from effv2.launch.launcher import launch, needs_launch, print_plan
+from effv2.storage.inputs import with_local_inputs
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def run_in_process(
     execution context, the compile cache, then (in a launched rank) ``join_ranks``, then the task."""
     task = cfg.task.name.name
     prepare_environment(cfg.hardware)
+    cfg = with_local_inputs(cfg, task)
     if task == "convert":  # numpy and a checkpoint file: no device involved
         return task_function(task)(cfg, run_dir)
     check_device(cfg.hardware, task)
@@ -66,11 +68,23 @@ def run_in_process(
 
 
 def run_task(cfg: RunConfig, run_dir: Path, multirun: bool = False) -> float:
-    """``run.py``'s task: print the launch plan, start every rank, or run here as one process."""
-    task = cfg.task.name.name
+    """``run.py``'s task: print the launch plan, or run it (every rank, or here as one process)
+    with the run folder mirrored to ``output.remote`` when set."""
     _check_complete(cfg)
-    if task != "convert" and cfg.launcher.dry_run:
+    if cfg.task.name.name != "convert" and cfg.launcher.dry_run:
         return print_plan(cfg, run_dir)
+    if not cfg.output.remote:
+        return _run(cfg, run_dir, multirun)
+    from effv2.storage.location import join
+    from effv2.storage.mirror import RunMirror
+
+    remote = join(cfg.output.remote, run_dir.name) if multirun else cfg.output.remote
+    with RunMirror(run_dir, remote, cfg.output.sync_interval, cfg.output.upload_retries):
+        return _run(cfg, run_dir, multirun)
+
+
+def _run(cfg: RunConfig, run_dir: Path, multirun: bool) -> float:
+    task = cfg.task.name.name
     if task != "convert" and needs_launch(cfg.hardware):
         if task in DATA_PARALLEL_TASKS:
             check_device(cfg.hardware, task)

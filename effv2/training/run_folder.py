@@ -1,8 +1,7 @@
 """What a training run keeps in its folder, and how a resumed run finds and adopts it.
 
-Layout (rank 0 writes it, every write atomic):
+Layout (rank 0 writes it, every write atomic; the loggers' files: ``effv2.tracking``):
 
-    metrics.csv, curves.png               one row per epoch, and its plot
     checkpoints/last.ckpt                 the full training state after the last epoch
     checkpoints/recovery.ckpt             the full state mid-epoch, removed at the epoch's end
     checkpoints/best.ckpt, top/*.ckpt     model (+ EMA) weights of the best and top-k epochs
@@ -24,8 +23,6 @@ from mindspore import Parameter
 
 from effv2.errors import UserError
 from effv2.training.checkpoint import read_checkpoint, save_atomic
-from effv2.training.curves import plot_curves
-from effv2.training.metrics import EpochLog
 
 LAST, BEST, RECOVERY = "last.ckpt", "best.ckpt", "recovery.ckpt"
 
@@ -92,7 +89,6 @@ class RunFolder:
         self.run_dir = run_dir
         self.ckpt_dir = run_dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        self.epoch_log = EpochLog(run_dir / "metrics.csv")
         self.identity = identity
         self.writer = writer
 
@@ -123,23 +119,16 @@ class RunFolder:
             if self.writer:
                 (top_dir / dropped).unlink(missing_ok=True)
 
-    def finish_epoch(self, row: dict[str, Any]) -> None:
-        """The epoch's row and curves; its recovery checkpoint is superseded by last.ckpt."""
-        if not self.writer:
-            return
-        (self.ckpt_dir / RECOVERY).unlink(missing_ok=True)
-        self.epoch_log.append(row)
-        plot_curves(self.epoch_log.rows(), self.run_dir / "curves.png")
+    def finish_epoch(self) -> None:
+        """The epoch's recovery checkpoint is superseded by last.ckpt."""
+        if self.writer:
+            (self.ckpt_dir / RECOVERY).unlink(missing_ok=True)
 
     def adopt(self, checkpoint: Path, progress: Progress) -> None:
-        """Continue the history of the run that wrote ``checkpoint``: its metrics rows before the
-        epoch in progress, its top-k and best checkpoints."""
+        """Continue the history of the run that wrote ``checkpoint``: its top-k and best
+        checkpoints (its metrics: the loggers' ``adopt``)."""
         if not self.writer:
             return
-        previous = EpochLog(checkpoint.parent.parent / "metrics.csv")
-        for row in previous.rows():
-            if int(row["epoch"]) < progress.epoch:
-                self.epoch_log.append(row)
         for _, _, name in progress.top_k:
             source = checkpoint.parent / "top" / name
             if source.is_file():

@@ -26,6 +26,8 @@ from effv2.errors import Interrupted, UserError
 from effv2.launch import ranks
 from effv2.models import build_model, get_variant, model_summary
 from effv2.models.blocks import convert_to_sync_bn
+from effv2.tracking.base import ResumePoint, RunStatus
+from effv2.tracking.build import build_loggers
 from effv2.training.checkpoint import (
     load_pretrained,
     model_entries,
@@ -154,6 +156,7 @@ class Trainer:
         self.mixer = BatchMixer(cfg.data.augment, cfg.seed)
         self.progress = Progress()
         self.folder = RunFolder(run_dir, self._identity(), writer=self.main)
+        self.loggers = build_loggers(cfg, run_dir, writer=self.main)
         self.stop = StopRequests()
         if len(self.schedule) > 1:
             log.info(
@@ -215,7 +218,9 @@ class Trainer:
         }
 
     def _meta(self, metrics: dict[str, float] | None = None, **extra: Any) -> dict[str, Any]:
-        return self.folder.meta(self.progress, metrics, stage=self.stage.index if self.stage else 0, **extra)
+        return self.folder.meta(
+            self.progress, metrics, stage=self.stage.index if self.stage else 0, loggers=self.loggers.state(), **extra
+        )
 
     def _sync_ranks(self) -> None:
         """Average the BN running statistics (raw and EMA) over the ranks. Between two calls each
@@ -260,6 +265,8 @@ class Trainer:
         self.progress = progress
         log.info("resumed from %s at epoch %d, %d steps done", path, progress.epoch, progress.steps_done)
         self.folder.adopt(path, progress)
+        global_step = (progress.epoch - 1) * self.steps_per_epoch + progress.steps_done
+        self.loggers.adopt(ResumePoint(path.parent.parent, progress.epoch, global_step, meta.get("loggers", {})))
 
     def _check_resumable_plan(self, path: Path, meta: dict[str, Any]) -> None:
         """A run continues on any device count whose global batch is the same: the epoch is cut
@@ -349,6 +356,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lrs[step_index]:.3g}")
                 if apply:
                     progress.steps_done += 1
+                    self.loggers.log_step(step_index + 1, {"loss": loss, "lr": float(self.lrs[step_index])})
                     if interval > 0 and (step_index + 1) % interval == 0:
                         self._save_state(RECOVERY)
                     if ranks.any_rank(self.stop.signal_number is not None):
@@ -423,8 +431,9 @@ class Trainer:
                     functools.partial(self._save_model, metrics=metrics),
                 )  # fmt: skip
             self.progress.evaluated = True
+            self.loggers.log_epoch(epoch * self.steps_per_epoch, row)
             self._save_state(LAST, metrics)
-            self.folder.finish_epoch(row)
+            self.folder.finish_epoch()
             log.info(
                 "epoch %d/%d  loss %s  lr %.3g  %s%s img/s  %.1f s  (%s of it waiting for data)  "
                 "%d images trained over %d ranks, %d dropped as the remainder",
@@ -452,5 +461,16 @@ def train(cfg: RunConfig, run_dir: Path) -> TrainResult:
     trainer = Trainer(cfg, run_dir)
     if cfg.resume:
         trainer.resume(cfg.resume)
-    with trainer.stop.installed():
-        return trainer.fit()
+    loggers = trainer.loggers
+    loggers.start()
+    try:
+        with trainer.stop.installed():
+            result = trainer.fit()
+    except Interrupted:
+        loggers.finish(None, RunStatus.KILLED)
+        raise
+    except BaseException:
+        loggers.finish(None, RunStatus.FAILED)
+        raise
+    loggers.finish(result.final, RunStatus.FINISHED)
+    return result

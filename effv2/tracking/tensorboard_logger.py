@@ -1,0 +1,68 @@
+"""logger=tensorboard: event files in <run folder>/tensorboard, written with tensorboardX.
+
+Scalars are at the global optimizer step: ``train/loss`` and ``train/lr`` every
+``log_every_n_steps`` steps, ``epoch/*`` (losses, top-1/5, learning rate, images/s, data wait,
+image size) at each epoch's last step; the composed config as text; the hyperparameters with
+the final metrics (TensorBoard's HPARAMS tab) when the run finishes. A resumed run copies the
+event files of the run it continues and writes on with ``purge_step``: TensorBoard drops what the
+interrupted run logged after the checkpoint, so every step appears once.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from effv2.config.schema import TensorBoardLoggerConfig
+from effv2.tracking.base import Logger, ResumePoint, RunContext, RunStatus, numeric, require
+
+FOLDER = "tensorboard"
+EPOCH_SCALARS = (
+    "train_loss", "val_top1", "val_top5", "ema_val_top1", "ema_val_top5", "lr", "images_per_s", "data_wait",
+    "seconds", "image_size", "overflow_steps", "loss_scale",
+)  # fmt: skip
+
+
+class TensorBoardLogger(Logger):
+    name = "tensorboard"
+
+    def __init__(self, cfg: TensorBoardLoggerConfig, context: RunContext) -> None:
+        self.every = cfg.log_every_n_steps
+        self.context = context
+        self.logdir = context.run_dir / FOLDER
+        self.purge_step: int | None = None
+        self.writer: Any = None
+
+    def adopt(self, point: ResumePoint) -> None:
+        previous = point.run_dir / FOLDER
+        if previous.is_dir() and previous.resolve() != self.logdir.resolve():
+            shutil.copytree(previous, self.logdir, dirs_exist_ok=True)
+        self.purge_step = point.global_step + 1
+
+    def start(self) -> None:
+        tensorboardx = require("tensorboardX", self.name)
+        self.writer = tensorboardx.SummaryWriter(str(self.logdir), purge_step=self.purge_step, flush_secs=30)
+        if self.purge_step is None:
+            self.writer.add_text("config", f"```yaml\n{self.context.config_yaml}```", 0)
+
+    def log_step(self, step: int, values: dict[str, float]) -> None:
+        if self.every > 0 and step % self.every == 0:
+            for key, value in values.items():
+                self.writer.add_scalar(f"train/{key}", value, step)
+
+    def log_epoch(self, step: int, row: dict[str, Any]) -> None:
+        values = numeric(row)
+        for key in EPOCH_SCALARS:
+            if key in values:
+                self.writer.add_scalar(f"epoch/{key}", values[key], step)
+        self.writer.add_scalar("epoch/epoch", values["epoch"], step)
+        self.writer.flush()
+
+    def finish(self, final: dict[str, Any] | None, status: RunStatus) -> None:
+        if self.writer is None:
+            return
+        if final is not None:
+            self.writer.add_hparams(
+                self.context.flat_config, {f"hparam/{k}": v for k, v in numeric(final).items()}, name="hparams"
+            )
+        self.writer.close()
