@@ -45,9 +45,10 @@ def filesystem(url: str, what: str) -> tuple[fsspec.AbstractFileSystem, str]:
     try:
         return fsspec.core.url_to_fs(url)
     except ImportError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else f"no module {exc.name}"
         raise UserError(
-            f"{what}={url!r}: reading {protocol}:// needs {exc.name or 'its fsspec backend'}; "
-            f"install the extra with pip install 'effv2[{REMOTE_EXTRA}]'"
+            f"{what}={url!r}: {protocol}:// needs an fsspec backend that is not installed ({reason}); "
+            f"s3:// comes with pip install 'effv2[{REMOTE_EXTRA}]'"
         ) from None
     except ValueError as exc:
         raise UserError(f"{what}={url!r}: {protocol}:// is not a protocol fsspec knows ({exc})") from None

@@ -125,7 +125,8 @@ class Logger:
         """The epoch's metrics row, at the global step the epoch ended on."""
 
     def state(self) -> dict[str, Any]:
-        """What a resumed run needs to find this run again (stored in checkpoints)."""
+        """What a resumed run needs to find this run again (stored in checkpoints); called just
+        before each checkpoint is written, so what was logged so far is made durable here."""
         return {}
 
     def finish(self, final: dict[str, Any] | None, status: RunStatus) -> None:

@@ -58,6 +58,13 @@ class TensorBoardLogger(Logger):
         self.writer.add_scalar("epoch/epoch", values["epoch"], step)
         self.writer.flush()
 
+    def state(self) -> dict[str, Any]:
+        # a checkpoint follows: its steps must be on disk (and mirrored) before it, or a resume
+        # after SIGKILL would purge-skip steps that never reached the file
+        if self.writer is not None:
+            self.writer.flush()
+        return {}
+
     def finish(self, final: dict[str, Any] | None, status: RunStatus) -> None:
         if self.writer is None:
             return
