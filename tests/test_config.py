@@ -103,3 +103,22 @@ def test_schema_import_does_not_import_mindspore() -> None:
     code = "import effv2.config, sys; print('mindspore' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_logger_group_selects_several_and_rejects_typos() -> None:
+    assert OmegaConf.to_container(_compose().logger) == {"csv": {"plot": True}, "tensorboard": None, "mlflow": None}
+    cfg = _compose("logger=[csv,tensorboard,mlflow]", "logger.tensorboard.log_every_n_steps=5")
+    assert cfg.logger.tensorboard.log_every_n_steps == 5 and cfg.logger.mlflow.tracking_uri is None
+    assert all(value is None for value in _compose("logger=[]").logger.values())
+    with pytest.raises(ConfigCompositionException, match="tensorbord"):
+        _compose("logger=[csv,tensorbord]")
+    with pytest.raises(ConfigCompositionException, match="log_evry"):
+        _compose("logger=[tensorboard]", "logger.tensorboard.log_evry=5")
+
+
+def test_a_logger_without_its_package_names_the_extra() -> None:
+    from effv2.errors import UserError
+    from effv2.tracking.base import require
+
+    with pytest.raises(UserError, match=r"^logger=mlflow needs no_such_tracker: pip install 'effv2\[tracking\]'$"):
+        require("no_such_tracker.client", "mlflow")

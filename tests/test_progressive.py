@@ -142,6 +142,7 @@ def sweep(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     result = run_cli(
         "-m", *tiny_data(tiny_folder), *PROGRESSIVE, "hydra/launcher=local_parallel", "hardware.num_workers=1",
         "progressive.max_size=24,32", "progressive.dropout_max=0.2,0.4", f"hydra.sweep.dir={sweep_dir}",
+        "logger=[csv,mlflow]",
     )  # fmt: skip
     return sweep_dir, result
 
@@ -150,7 +151,7 @@ def test_two_by_two_multirun_trains_every_stage_and_summarises(sweep) -> None:
     sweep_dir, result = sweep
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(d.name for d in sweep_dir.iterdir() if d.is_dir())
-    assert jobs == ["0", "1", "2", "3"]
+    assert jobs == ["0", "1", "2", "3", "mlflow"]  # the jobs and their shared MLflow store
     expected = {
         "progressive.max_size=24 progressive.dropout_max=0.2": (24, 0.2),
         "progressive.max_size=24 progressive.dropout_max=0.4": (24, 0.4),
@@ -179,6 +180,14 @@ def test_two_by_two_multirun_trains_every_stage_and_summarises(sweep) -> None:
         assert float(last["dropout.rate"].asnumpy()[0]) == pytest.approx(dropout_max)
     markdown = (sweep_dir / "summary.md").read_text()
     assert markdown.count("| completed |") == 4
+    # logger=mlflow in a multirun: the jobs are runs of one experiment named after the sweep,
+    # in the sweep folder's store
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{sweep_dir / 'mlflow' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("grid").experiment_id])
+    assert sorted(run.info.run_name.split(":")[0] for run in runs) == ["0", "1", "2", "3"]
+    assert all(run.info.status == "FINISHED" and "best_val_top1" in str(run.data.metrics) for run in runs)
     assert (sweep_dir / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

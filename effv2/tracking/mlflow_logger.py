@@ -11,10 +11,13 @@ moved into the new run folder.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,32 +78,37 @@ class MLflowLogger(Logger):
             self.tracking_uri = previous["tracking_uri"]  # another shared store: continue there
             self.store_folder = Path(old_folder) if old_folder else None
 
+    @contextlib.contextmanager
+    def _store_lock(self) -> Iterator[None]:
+        """Jobs of a sweep running in parallel share the sweep's store: one at a time opens it
+        (creating its tables) and the experiment."""
+        if self.store_folder is None:
+            yield
+            return
+        (self.store_folder / "artifacts").mkdir(parents=True, exist_ok=True)
+        with (self.store_folder / ".lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def start(self) -> None:
         tracking = require("mlflow.tracking", self.name)
-        if self.store_folder is not None:
-            (self.store_folder / "artifacts").mkdir(parents=True, exist_ok=True)
-        self.client = tracking.MlflowClient(self.tracking_uri)
-        if self.run_id is not None:
-            self.client.update_run(self.run_id, status="RUNNING")
-            return
-        experiment = self.client.get_experiment_by_name(self.experiment)
-        if experiment is not None:
-            experiment_id = experiment.experiment_id
-        else:
-            location = (self.store_folder / "artifacts").as_uri() if self.store_folder else None
-            experiment_id = self._create_experiment(location)
+        with self._store_lock():
+            self.client = tracking.MlflowClient(self.tracking_uri)  # creates a new store's tables
+            if self.run_id is not None:
+                self.client.update_run(self.run_id, status="RUNNING")
+                return
+            experiment = self.client.get_experiment_by_name(self.experiment)
+            if experiment is not None:
+                experiment_id = experiment.experiment_id
+            else:
+                location = (self.store_folder / "artifacts").as_uri() if self.store_folder else None
+                experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
         run = self.client.create_run(experiment_id, run_name=self.context.job_name, tags=self.context.tags)
         self.run_id = run.info.run_id
         self._log_params()
-
-    def _create_experiment(self, location: str | None) -> str:
-        try:
-            return self.client.create_experiment(self.experiment, artifact_location=location)
-        except Exception:  # another job of the sweep created it first
-            experiment = self.client.get_experiment_by_name(self.experiment)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
 
     def _log_params(self) -> None:
         from mlflow.entities import Param
