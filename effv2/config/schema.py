@@ -310,6 +310,9 @@ class HardwareConfig:
     # reuse compiled graphs across runs of the very same configuration (MindSpore's compile
     # cache, one folder per configuration under $EFFV2_CACHE/compile; see README)
     compile_cache: bool = False
+    # CPU only: effv2's own compiled kernels (the fused SiLU, effv2/kernels) where they beat
+    # MindSpore's; built once per machine, MindSpore's operators when no compiler is present
+    cpu_kernels: bool = True
     launch: LaunchMethod = LaunchMethod.none
     # False for hardware that only runs exported models (Ascend 310)
     can_train: bool = True

@@ -14,6 +14,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from effv2.models.activation import SiLU
 from effv2.models.noise import counter_uniform, salt_key
 
 
@@ -40,7 +41,7 @@ class ConvBNAct(nn.Cell):
             in_channels, out_channels, kernel, stride=stride, pad_mode="same", group=groups, has_bias=False
         )
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
-        self.act = nn.SiLU() if act else nn.Identity()
+        self.act = SiLU() if act else nn.Identity()
         self.kernel, self.stride, self.groups = kernel, stride, groups
         self.in_channels, self.out_channels = in_channels, out_channels
 
@@ -60,7 +61,7 @@ class SqueezeExcite(nn.Cell):
         super().__init__()
         self.reduce = nn.Conv2d(channels, reduced, 1, has_bias=True)
         self.expand = nn.Conv2d(reduced, channels, 1, has_bias=True)
-        self.act = nn.SiLU()
+        self.act = SiLU()
         self.channels, self.reduced = channels, reduced
 
     def construct(self, x):

@@ -10,6 +10,7 @@ from effv2.data.pipeline import build_eval_split
 from effv2.errors import UserError
 from effv2.launch import ranks
 from effv2.models import EfficientNetV2, build_model
+from effv2.models.activation import cpu_kernels_wanted, use_cpu_kernels
 from effv2.training.checkpoint import load_weights
 from effv2.training.metrics import write_json
 
@@ -20,6 +21,8 @@ def run(cfg: RunConfig, run_dir: Path) -> float:
     if not cfg.ckpt:
         raise UserError("task=eval needs ckpt=<path to a .ckpt file>")
     net = build_model(cfg.model, seed=cfg.seed)
+    if cpu_kernels_wanted(cfg.hardware):
+        use_cpu_kernels(net)
     meta = load_weights(net, cfg.ckpt)
     val = evaluate_split(cfg, net)
     payload = {

@@ -25,6 +25,7 @@ from effv2.data.sharding import BatchPlan, epoch_order
 from effv2.errors import Interrupted, UserError
 from effv2.launch import ranks
 from effv2.models import build_model, get_variant, model_summary
+from effv2.models.activation import cpu_kernels_wanted, use_cpu_kernels
 from effv2.models.blocks import convert_to_sync_bn
 from effv2.tracking.base import ResumePoint, RunStatus
 from effv2.tracking.build import build_loggers
@@ -125,6 +126,8 @@ class Trainer:
         # draw different masks, and the very masks one process with accumulation would draw
         self.net = build_model(cfg.model, seed=cfg.seed)
         log.info("model %s", model_summary(self.net, cfg.data.train_size))
+        if cpu_kernels_wanted(cfg.hardware) and (fused := use_cpu_kernels(self.net)):
+            log.info("fused SiLU CPU kernel in %d activations (hardware.cpu_kernels)", fused)
         if cfg.model.pretrained and not cfg.resume:
             self._load_pretrained(cfg.model.pretrained)
         if cfg.hardware.sync_bn and self.ranks.distributed:
@@ -134,6 +137,8 @@ class Trainer:
         self.ema = None
         if train.ema.enabled:
             shadow = build_model(cfg.model, seed=cfg.seed)
+            if cpu_kernels_wanted(cfg.hardware):
+                use_cpu_kernels(shadow)
             self.ema = EMA(self.net, shadow, train.ema.decay, train.ema.warmup)
         optimizer = build_optimizer(cfg.optimizer, self.net.trainable_params(), self.lrs)
         self.step = TrainStep(

@@ -1,0 +1,71 @@
+"""Compile the kernel sources once per machine and cache the library.
+
+The library is built with ``-march=native`` (the vector width and exp routines of this CPU), so
+the cache key holds the source, the compiler's version and this CPU's feature flags: an AVX2 and
+an AVX-512 machine sharing a home folder each build their own. Builds are atomic (temporary file
++ rename), so ranks starting together do not see half a library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from effv2.cache import cache_dir
+
+log = logging.getLogger(__name__)
+FLAGS = ("-O3", "-ffast-math", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c++17")
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "g++"))
+
+
+@cache
+def kernel_library(name: str) -> Path | None:
+    """The compiled ``effv2/kernels/<name>.cc`` for this machine, or None (logged once) when it
+    cannot be built here: not Linux, no C++ compiler, or a failed compile."""
+    if platform.system() != "Linux":
+        log.info("custom CPU kernels: not built on %s; MindSpore's own operators are used", platform.system())
+        return None
+    cxx = compiler()
+    if cxx is None:
+        log.info("custom CPU kernels: no C++ compiler (g++ or $CXX) found; MindSpore's own operators are used")
+        return None
+    source = resources.files("effv2.kernels").joinpath(f"{name}.cc").read_bytes()
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), str(version).encode(), _cpu_flags().encode()]))
+    target = cache_dir() / "kernels" / f"{name}-{key.hexdigest()[:16]}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source_file = target.with_suffix(".cc")
+    source_file.write_bytes(source)
+    partial = target.with_name(f".{target.stem}.{os.getpid()}.tmp.so")
+    result = subprocess.run([cxx, *FLAGS, str(source_file), "-o", str(partial)], capture_output=True, text=True)
+    if result.returncode != 0:
+        first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:200])
+        log.warning("custom CPU kernels: %s failed to compile %s.cc (%s); MindSpore's own operators are used",
+                    Path(cxx).name, name, first)  # fmt: skip
+        partial.unlink(missing_ok=True)
+        return None
+    os.replace(partial, target)
+    log.info("custom CPU kernels: compiled %s.cc for this CPU into %s", name, target)
+    return target

@@ -1,0 +1,72 @@
+"""SiLU, the activation of every EfficientNetV2 block, with a fused CPU kernel.
+
+By default the cell runs MindSpore's own ``ops.silu``. On CPU, :func:`use_cpu_kernels` switches
+every SiLU of a network to one AOT custom operator per direction (``effv2/kernels/silu.cc``): one
+pass over the tensor forward and one backward, where MindSpore's CPU graph runs separate
+Sigmoid / Mul kernels. Exported files keep ``ops.silu``: the custom operator exists only in
+this process's library.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mindspore import nn, ops
+
+from effv2.kernels.build import kernel_library
+
+log = logging.getLogger(__name__)
+
+
+class SiLU(nn.Cell):
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel: nn.Cell | None = None
+
+    def construct(self, x):
+        if self.kernel is not None:
+            return self.kernel(x)
+        return ops.silu(x)
+
+
+class FusedSiLU(nn.Cell):
+    """x * sigmoid(x) and its gradient as two AOT custom operators (float32, CPU)."""
+
+    def __init__(self, library: str) -> None:
+        super().__init__()
+        backward = ops.Custom(
+            f"{library}:SiLUGrad", out_shape=lambda x, dy: x, out_dtype=lambda x, dy: x, func_type="aot"
+        )
+
+        def bprop(x, out, dout):
+            return (backward(x, dout),)
+
+        self.forward = ops.Custom(
+            f"{library}:SiLU", out_shape=lambda x: x, out_dtype=lambda x: x, func_type="aot", bprop=bprop
+        )
+
+    def construct(self, x):
+        return self.forward(x)
+
+
+def fused_silu() -> FusedSiLU | None:
+    """The fused SiLU of this machine, or None when its kernel cannot be built here (logged)."""
+    library = kernel_library("silu")
+    return FusedSiLU(str(library)) if library is not None else None
+
+
+def cpu_kernels_wanted(hardware: object) -> bool:
+    """Whether the run's ``hardware`` option (a HardwareConfig) asks for effv2's CPU kernels."""
+    return hardware.device_target.name == "CPU" and bool(hardware.cpu_kernels)  # type: ignore[attr-defined]
+
+
+def use_cpu_kernels(net: nn.Cell) -> int:
+    """Switch every :class:`SiLU` of ``net`` to the fused CPU kernel; returns how many (0 when the
+    kernel is not available here)."""
+    kernel = fused_silu()
+    if kernel is None:
+        return 0
+    cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, SiLU)]
+    for cell in cells:
+        cell.kernel = kernel
+    return len(cells)
