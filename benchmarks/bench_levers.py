@@ -18,9 +18,15 @@ sys.path.insert(0, str(HERE))
 from bench_train import Worker  # noqa: E402
 from common import write_results  # noqa: E402
 
-# label -> (environment, jit level); the default is effv2's own CPU setting
+# label -> (environment, jit level[, worker arguments]); the default is effv2's own CPU setting
 SETTINGS = {
-    "default (ISA cap AVX2, O0, 2 threads)": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "O0"),
+    "default (ISA cap AVX2, O0, 2 threads, ops.silu)": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "O0"),
+    "SiLU: fused kernel (hardware.cpu_kernels=true)": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "O0", ("--silu", "fused")),
+    "SiLU: Sigmoid x Mul (cpu_kernels=true, no compiler)": (
+        {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+        "O0",
+        ("--silu", "sigmoid_mul"),
+    ),
     "ISA cap AVX512_CORE": ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, "O0"),
     "ISA cap AVX512_CORE_BF16": ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, "O0"),
     "ISA cap AVX512_CORE_AMX": ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "O0"),
@@ -46,11 +52,13 @@ def main() -> None:
     def wanted(label: str) -> bool:
         return chosen is None or any(label.startswith(prefix) for prefix in chosen)
 
-    for label, (env, jit_level) in SETTINGS.items():
+    for label, (env, jit_level, *extra) in SETTINGS.items():
         if not wanted(label):
             continue
         try:
-            workers.append(Worker("mindspore", args.variant, args.size, args.batch, jit_level, env=env, label=label))
+            worker = Worker("mindspore", args.variant, args.size, args.batch, jit_level, env=env, label=label,
+                            extra=tuple(extra[0]) if extra else ())  # fmt: skip
+            workers.append(worker)
         except SystemExit as exc:  # a setting MindSpore refuses is a result too
             rows.append({"setting": label, "error": str(exc)})
     times: dict[str, list[float]] = {w.framework: [] for w in workers}

@@ -4,6 +4,7 @@ stages from half to the full size; only the image size ramps, so the comparison 
 cost of the size. Reports total wall time, time per stage, final accuracy and the ratios.
 
     python benchmarks/bench_progressive.py --size 64 --epochs 8
+    python benchmarks/bench_progressive.py --size 300 --min-size 128 --epochs 4 -- data=imagefolder data.root=...
     python benchmarks/bench_progressive.py -- model=effnetv2_s data=imagefolder data.root=...
 """
 
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="full training and eval size")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--stages", type=int, default=4)
+    parser.add_argument("--min-size", type=int, help="the first stage's size (default: half of --size)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/progressive.json")
     parser.add_argument("overrides", nargs="*", help="extra run.py overrides for both runs (after --)")
@@ -71,7 +73,7 @@ def main() -> None:
             *common,
             "progressive=paper",
             f"progressive.stages={args.stages}",
-            f"progressive.min_size={args.size // 2}",
+            f"progressive.min_size={args.min_size or args.size // 2}",
             f"progressive.max_size={args.size}",
             *(f"progressive.{r}_{end}=null" for r in ("dropout", "randaug", "mixup") for end in ("min", "max")),
             "data.augment.randaug_layers=0",

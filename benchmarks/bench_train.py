@@ -38,7 +38,7 @@ def _batch(batch: int, size: int, seed: int = 0):
     return images, labels
 
 
-def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile_cache: str | None):
+def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile_cache: str | None, silu: str):
     import mindspore as ms
     import numpy as np
     from mindspore import Tensor
@@ -46,6 +46,7 @@ def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile
 
     from effv2.config.schema import LossScaleConfig, RMSPropConfig
     from effv2.models import EfficientNetV2, get_variant, init_weights
+    from effv2.models.activation import SigmoidMul, set_silu, use_cpu_kernels
     from effv2.training.loss import SoftTargetCrossEntropy, smoothed_one_hot
     from effv2.training.optim import build_optimizer
     from effv2.training.step import TrainStep
@@ -56,6 +57,10 @@ def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile
     ms.set_device("CPU")
     net = EfficientNetV2(get_variant(variant), num_classes=CLASSES)
     init_weights(net, 0)
+    if silu == "fused":  # hardware.cpu_kernels=true
+        print(f"SiLU: {use_cpu_kernels(net)}", file=sys.stderr)
+    elif silu == "sigmoid_mul":
+        set_silu(net, SigmoidMul())
     optimizer_cfg = OmegaConf.structured(RMSPropConfig(lr=0.016, weight_decay=1e-5))
     optimizer = build_optimizer(optimizer_cfg, net.trainable_params(), np.full(1_000_000, 1e-3, np.float32))
     loss_scale = OmegaConf.structured(LossScaleConfig())
@@ -92,11 +97,13 @@ def _pytorch_step(variant: str, size: int, batch: int):
     return run
 
 
-def worker(framework: str, variant: str, size: int, batch: int, jit_level: str, compile_cache: str | None) -> None:
+def worker(
+    framework: str, variant: str, size: int, batch: int, jit_level: str, compile_cache: str | None, silu: str
+) -> None:
     """Build, take the first step, then one step per "step" line on stdin; "quit" ends."""
     started = time.perf_counter()
     if framework == "mindspore":
-        run = _mindspore_step(variant, size, batch, jit_level, compile_cache)
+        run = _mindspore_step(variant, size, batch, jit_level, compile_cache, silu)
     else:
         run = _pytorch_step(variant, size, batch)
     built = time.perf_counter()
@@ -176,11 +183,15 @@ def main() -> None:
     parser.add_argument("--jit-level", default="O0", help="MindSpore jit_level (O0, O1)")
     parser.add_argument("--out", default="benchmarks/results/train.json")
     parser.add_argument("--compile-cache", help="MindSpore compile cache folder (enable_compile_cache)")
+    parser.add_argument(
+        "--silu", choices=["fused", "sigmoid_mul", "mindspore"], default="mindspore",
+        help="MindSpore's SiLU: ops.silu (the product's default), effv2's fused CPU kernel, or Sigmoid x Mul",
+    )  # fmt: skip
     parser.add_argument("--worker", choices=["mindspore", "pytorch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
-        worker(args.worker, args.variants, int(args.sizes), args.batch, args.jit_level, args.compile_cache)
+        worker(args.worker, args.variants, int(args.sizes), args.batch, args.jit_level, args.compile_cache, args.silu)
         return
     rows = []
     for variant in args.variants.split(","):

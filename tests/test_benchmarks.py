@@ -62,10 +62,22 @@ def test_data_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
 
 
 def test_levers_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
-    (row,) = _bench("bench_levers.py", tmp_path / "levers.json", "--size", "32", "--batch", "2", "--repeats", "2",
-                    "--only", "default", "--variant", "effnetv2_micro")["results"]  # fmt: skip
+    row, sigmoid_mul = _bench("bench_levers.py", tmp_path / "levers.json", "--size", "32", "--batch", "2",
+                              "--repeats", "2", "--only", "default,SiLU: Sigmoid", "--variant",
+                              "effnetv2_micro")["results"]  # fmt: skip
     assert row["setting"].startswith("default") and row["ratio_to_default"] == 1.0
     assert row["step_median_s"] > 0 and row["first_step_s"] > row["step_median_s"]
+    assert sigmoid_mul["setting"].startswith("SiLU: Sigmoid x Mul") and sigmoid_mul["step_median_s"] > 0
+
+
+def test_kernels_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    payload = _bench("bench_kernels.py", tmp_path / "kernels.json", "--shapes", "8x4,16x8", "--repeats", "2")
+    rows = payload["results"]
+    assert [r["implementation"] for r in rows[:3]] == [
+        "ops.silu (MindSpore)", "Sigmoid x Mul (MindSpore)", "fused AOT kernel (effv2)",
+    ]  # fmt: skip
+    assert len(rows) == 6 and all(r["median_s"] > 0 for r in rows)
+    assert [r["ratio_to_ops_silu"] for r in rows if r["implementation"].startswith("ops.silu")] == [1.0, 1.0]
 
 
 def test_profile_benchmark_runs_and_writes_json(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from mindspore import Tensor, nn, ops
 
 from effv2.kernels.build import compiler, kernel_library
-from effv2.models.activation import SiLU, fused_silu, use_cpu_kernels
+from effv2.models.activation import SigmoidMul, SiLU, fused_silu, use_cpu_kernels
 
 needs_compiler = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++ or $CXX) on this machine")
 # glibc's vector expf is within 4 ulp; one division and two products add a few more
@@ -31,7 +31,7 @@ def _reference(x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def test_fused_silu_equals_x_sigmoid_x_and_its_gradient(compiled: bool) -> None:
     rng = np.random.default_rng(0)
     # the range the network sees, the clamp's edges, and the extremes (no inf / nan)
-    x = np.concatenate([rng.normal(0, 4, 4093), [-120.0, -88.5, -88.0, -20.0, 0.0, 20.0, 88.0, 120.0]])
+    x = np.concatenate([rng.normal(0, 4, 4093), [-120.0, -88.0, -80.5, -80.0, -20.0, 0.0, 20.0, 80.0, 88.0, 120.0]])
     x = x.astype(np.float32).reshape(1, 1, 1, -1)
     dy = rng.normal(0, 1, x.shape).astype(np.float32)
     silu = fused_silu()
@@ -68,7 +68,8 @@ def test_network_with_fused_silu_matches_mindspore_ops() -> None:
 
     cfg = ModelConfig(name="effnetv2_micro", num_classes=10, train_size=32, eval_size=32, drop_path_rate=0.0)
     stock, fused = build_model(cfg, seed=3), build_model(cfg, seed=3)
-    assert use_cpu_kernels(fused) == sum(isinstance(c, SiLU) for _, c in fused.cells_and_names()) > 0
+    activations = sum(isinstance(c, SiLU) for _, c in fused.cells_and_names())
+    assert use_cpu_kernels(fused) == f"the fused kernel in {activations} activations" and activations > 0
     images = Tensor(np.random.default_rng(1).normal(0, 1, (4, 3, 32, 32)).astype(np.float32))
     results = []
     for net in (stock, fused):
@@ -91,7 +92,7 @@ def test_kernel_build_is_cached_and_falls_back_without_a_compiler(tmp_path: Path
         assert kernel_library("silu") is None
         assert "no C++ compiler" in caplog.text and "MindSpore's own operators are used" in caplog.text
         net_silu = SiLU()
-        assert use_cpu_kernels(net_silu) == 0 and net_silu.kernel is None
+        assert use_cpu_kernels(net_silu).startswith("Sigmoid x Mul") and isinstance(net_silu.kernel, SigmoidMul)
         monkeypatch.delenv("CXX")
         kernel_library.cache_clear()
         if compiler() is None:
@@ -103,3 +104,13 @@ def test_kernel_build_is_cached_and_falls_back_without_a_compiler(tmp_path: Path
         assert kernel_library("silu") == built and built.stat().st_mtime_ns == stamp  # reused, not rebuilt
     finally:
         kernel_library.cache_clear()
+
+
+@needs_compiler
+def test_a_cpu_run_with_cpu_kernels_trains_through_the_fused_kernel(tiny_folder: Path, tmp_path: Path) -> None:
+    from conftest import run_cli, tiny_data
+
+    overrides = (*tiny_data(tiny_folder), "train.epochs=1", "hardware.cpu_kernels=true")
+    result = run_cli(*overrides, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SiLU on CPU: the fused kernel in" in (tmp_path / "run.log").read_text()

@@ -8,6 +8,7 @@ import pytest
 from mindspore import Tensor, nn
 
 from effv2.models import VARIANTS, EfficientNetV2, init_weights
+from effv2.models.activation import SiLU
 from effv2.models.blocks import AdjustableDropout, ConvBNAct, DropPath, FusedMBConv, MBConv
 from effv2.models.noise import counter_uniform_numpy
 from effv2.models.registry import count_parameters
@@ -94,7 +95,7 @@ def test_block_structure_follows_the_official_definition() -> None:
     assert all(isinstance(b, MBConv) for b in blocks[10:])
     # expansion-1 fused block: a single 3x3 conv + BN + SiLU
     assert not blocks[0].has_expand and blocks[0].project.kernel == 3
-    assert isinstance(blocks[0].project.act, nn.SiLU)
+    assert isinstance(blocks[0].project.act, SiLU)
     # MBConv SE reduces to 0.25 of the block INPUT channels (64 -> 16), not of the expanded ones
     first_mb = blocks[10]
     assert first_mb.se.channels == 256 and first_mb.se.reduced == 16

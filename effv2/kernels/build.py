@@ -21,7 +21,7 @@ from pathlib import Path
 from effv2.cache import cache_dir
 
 log = logging.getLogger(__name__)
-FLAGS = ("-O3", "-ffast-math", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c++17")
+FLAGS = ("-O3", "-ffast-math", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c++17")
 
 
 def _cpu_flags() -> str:

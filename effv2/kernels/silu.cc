@@ -2,9 +2,11 @@
 // AOT custom operators on CPU. MindSpore's own CPU graph runs Sigmoid and Mul as two kernels
 // (and a third and fourth in the backward), each a full pass over memory.
 //
-// Built with -O3 -ffast-math -march=native -fopenmp: -ffast-math lets GCC call glibc's vector
+// Built with -O3 -ffast-math -march=native -fopenmp-simd: -ffast-math lets GCC call glibc's vector
 // expf (libmvec), which is what makes one pass faster than MindSpore's kernels; the exponent's
-// argument is clamped so that no infinity reaches fast-math code.
+// argument is clamped so that no infinity reaches fast-math code. One thread: an OpenMP team's
+// spinning workers took the cores from MindSpore's own thread pool between kernels (a B0 step
+// 1.75x slower, benchmarks/bench_levers.py).
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -17,10 +19,8 @@ int64_t element_count(int ndim, const int64_t *shape) {
   return count;
 }
 
-inline float sigmoid(float x) {
-  const float clamped = std::fmin(std::fmax(x, -88.0f), 88.0f);
-  return 1.0f / (1.0f + std::exp(-clamped));
-}
+// exp(-x) with x clamped to +-80: exp stays a normal float (no infinity, no subnormal) on both sides
+inline float exp_minus(float x) { return std::exp(-std::fmin(std::fmax(x, -80.0f), 80.0f)); }
 
 bool all_float32(int count, const char **dtypes) {
   for (int i = 0; i < count; ++i) {
@@ -38,12 +38,13 @@ extern "C" int SiLU(int nparam, void **params, int *ndims, int64_t **shapes, con
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
   const int64_t n = element_count(ndims[0], shapes[0]);
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * sigmoid(x[i]);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (1.0f + exp_minus(x[i]));
   return 0;
 }
 
-// params: x, dy, dx;  d/dx x*s(x) = s(x) * (1 + x * (1 - s(x)))
+// params: x, dy, dx;  d/dx x*s(x) = s * (1 + x * (1 - s)), with 1 - s = e * s (e = exp(-x)): computing
+// 1 - s by subtraction loses its digits where s is near 1, and x multiplies the error
 extern "C" int SiLUGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                         void *extra) {
   if (nparam != 3 || !all_float32(3, dtypes)) return 1;
@@ -51,10 +52,11 @@ extern "C" int SiLUGrad(int nparam, void **params, int *ndims, int64_t **shapes,
   const float *dy = static_cast<const float *>(params[1]);
   float *dx = static_cast<float *>(params[2]);
   const int64_t n = element_count(ndims[0], shapes[0]);
-#pragma omp parallel for simd schedule(static)
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    const float s = sigmoid(x[i]);
-    dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
+    const float e = exp_minus(x[i]);
+    const float s = 1.0f / (1.0f + e);
+    dx[i] = dy[i] * s * (1.0f + x[i] * e * s);
   }
   return 0;
 }

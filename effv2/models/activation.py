@@ -1,10 +1,11 @@
 """SiLU, the activation of every EfficientNetV2 block, with a fused CPU kernel.
 
-By default the cell runs MindSpore's own ``ops.silu``. On CPU, :func:`use_cpu_kernels` switches
-every SiLU of a network to one AOT custom operator per direction (``effv2/kernels/silu.cc``): one
-pass over the tensor forward and one backward, where MindSpore's CPU graph runs separate
-Sigmoid / Mul kernels. Exported files keep ``ops.silu``: the custom operator exists only in
-this process's library.
+By default the cell runs MindSpore's own ``ops.silu``. On CPU with ``hardware.cpu_kernels=true``,
+:func:`use_cpu_kernels` switches every SiLU of a network to one AOT custom operator per
+direction (``effv2/kernels/silu.cc``): one pass over the tensor forward and one backward. Where
+the kernel cannot be built (no compiler), it switches to Sigmoid x Mul, which MindSpore's CPU
+runs faster than its own ``ops.silu`` (``benchmarks/bench_kernels.py``). Exported files keep
+``ops.silu``: the custom operator exists only in this process's library.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class FusedSiLU(nn.Cell):
         return self.forward(x)
 
 
+class SigmoidMul(nn.Cell):
+    def construct(self, x):
+        return x * ops.sigmoid(x)
+
+
 def fused_silu() -> FusedSiLU | None:
     """The fused SiLU of this machine, or None when its kernel cannot be built here (logged)."""
     library = kernel_library("silu")
@@ -60,13 +66,19 @@ def cpu_kernels_wanted(hardware: object) -> bool:
     return hardware.device_target.name == "CPU" and bool(hardware.cpu_kernels)  # type: ignore[attr-defined]
 
 
-def use_cpu_kernels(net: nn.Cell) -> int:
-    """Switch every :class:`SiLU` of ``net`` to the fused CPU kernel; returns how many (0 when the
-    kernel is not available here)."""
-    kernel = fused_silu()
-    if kernel is None:
-        return 0
+def set_silu(net: nn.Cell, kernel: nn.Cell | None) -> int:
+    """Run every :class:`SiLU` of ``net`` with ``kernel`` (None: ``ops.silu``); returns how many."""
     cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, SiLU)]
     for cell in cells:
         cell.kernel = kernel
     return len(cells)
+
+
+def use_cpu_kernels(net: nn.Cell) -> str:
+    """The fastest SiLU this CPU has for every activation of ``net``: the fused kernel, or
+    Sigmoid x Mul without a compiler; returns which, for the log."""
+    kernel = fused_silu()
+    if kernel is None:
+        set_silu(net, SigmoidMul())
+        return "Sigmoid x Mul (the fused kernel is not available here)"
+    return f"the fused kernel in {set_silu(net, kernel)} activations"

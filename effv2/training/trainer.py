@@ -126,8 +126,8 @@ class Trainer:
         # draw different masks, and the very masks one process with accumulation would draw
         self.net = build_model(cfg.model, seed=cfg.seed)
         log.info("model %s", model_summary(self.net, cfg.data.train_size))
-        if cpu_kernels_wanted(cfg.hardware) and (fused := use_cpu_kernels(self.net)):
-            log.info("fused SiLU CPU kernel in %d activations (hardware.cpu_kernels)", fused)
+        if cpu_kernels_wanted(cfg.hardware):
+            log.info("SiLU on CPU: %s (hardware.cpu_kernels)", use_cpu_kernels(self.net))
         if cfg.model.pretrained and not cfg.resume:
             self._load_pretrained(cfg.model.pretrained)
         if cfg.hardware.sync_bn and self.ranks.distributed:
