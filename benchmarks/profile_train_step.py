@@ -42,7 +42,7 @@ def main() -> None:
     os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
     from mindspore import Profiler
 
-    run = _mindspore_step(args.variant, args.size, args.batch, "O0", None)
+    run = _mindspore_step(args.variant, args.size, args.batch, "O0", None, "mindspore")
     run()
     run()
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,6 +10,7 @@ interrupted run logged after the checkpoint, so every step appears once.
 
 from __future__ import annotations
 
+import os
 import shutil
 from typing import Any
 
@@ -32,6 +33,8 @@ class TensorBoardLogger(Logger):
         self.logdir = context.run_dir / FOLDER
         self.purge_step: int | None = None
         self.writer: Any = None
+        self.files = 0  # event files this process opened (their names must differ)
+        self.unsaved = False  # values logged since the last checkpoint
 
     def adopt(self, point: ResumePoint) -> None:
         previous = point.run_dir / FOLDER
@@ -39,9 +42,17 @@ class TensorBoardLogger(Logger):
             shutil.copytree(previous, self.logdir, dirs_exist_ok=True)
         self.purge_step = point.global_step + 1
 
-    def start(self) -> None:
+    def _open(self, purge_step: int | None = None) -> None:
         tensorboardx = require("tensorboardX", self.name)
-        self.writer = tensorboardx.SummaryWriter(str(self.logdir), purge_step=self.purge_step, flush_secs=30)
+        self.files += 1
+        # tensorboardX names files by the second: a per-process counter keeps two apart
+        suffix = f".{os.getpid()}.{self.files}"
+        self.writer = tensorboardx.SummaryWriter(
+            str(self.logdir), purge_step=purge_step, flush_secs=30, filename_suffix=suffix
+        )
+
+    def start(self) -> None:
+        self._open(self.purge_step)
         if self.purge_step is None:
             self.writer.add_text("config", f"```yaml\n{self.context.config_yaml}```", 0)
 
@@ -49,6 +60,7 @@ class TensorBoardLogger(Logger):
         if self.every > 0 and step % self.every == 0:
             for key, value in values.items():
                 self.writer.add_scalar(f"train/{key}", value, step)
+            self.unsaved = True
 
     def log_epoch(self, step: int, row: dict[str, Any]) -> None:
         values = numeric(row)
@@ -56,13 +68,17 @@ class TensorBoardLogger(Logger):
             if key in values:
                 self.writer.add_scalar(f"epoch/{key}", values[key], step)
         self.writer.add_scalar("epoch/epoch", values["epoch"], step)
-        self.writer.flush()
+        self.unsaved = True
 
     def state(self) -> dict[str, Any]:
-        # a checkpoint follows: its steps must be on disk (and mirrored) before it, or a resume
-        # after SIGKILL would purge-skip steps that never reached the file
-        if self.writer is not None:
-            self.writer.flush()
+        # a checkpoint follows: what was logged up to it must be on disk (and mirrored) first, or a
+        # resume after SIGKILL would purge past steps that never reached the file. tensorboardX's
+        # flush() leaves its queue to a writer thread; only close() drains it, so the file is
+        # closed and the next values go to a new one
+        if self.writer is not None and self.unsaved:
+            self.writer.close()
+            self._open()
+            self.unsaved = False
         return {}
 
     def finish(self, final: dict[str, Any] | None, status: RunStatus) -> None:
