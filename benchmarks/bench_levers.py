@@ -21,11 +21,17 @@ from common import write_results  # noqa: E402
 # label -> (environment, jit level[, worker arguments]); the default is effv2's own CPU setting
 SETTINGS = {
     "default (ISA cap AVX2, O0, 2 threads, ops.silu)": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "O0"),
-    "SiLU: fused kernel (hardware.cpu_kernels=true)": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "O0", ("--silu", "fused")),
+    "hardware.cpu_kernels=true (fused SiLU + oneDNN depthwise)": (
+        {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+        "O0",
+        ("--kernels", "cpu_kernels"),
+    ),
+    "depthwise conv: oneDNN kernel alone": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "O0", ("--kernels", "onednn_depthwise")),
+    "SiLU: fused kernel alone": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "O0", ("--kernels", "fused_silu")),
     "SiLU: Sigmoid x Mul (cpu_kernels=true, no compiler)": (
         {"ONEDNN_MAX_CPU_ISA": "AVX2"},
         "O0",
-        ("--silu", "sigmoid_mul"),
+        ("--kernels", "sigmoid_mul"),
     ),
     "ISA cap AVX512_CORE": ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, "O0"),
     "ISA cap AVX512_CORE_BF16": ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, "O0"),

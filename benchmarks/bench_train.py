@@ -38,7 +38,38 @@ def _batch(batch: int, size: int, seed: int = 0):
     return images, labels
 
 
-def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile_cache: str | None, silu: str):
+# MindSpore's kernel choices: what the product runs by default, with hardware.cpu_kernels=true, or one
+# of effv2's CPU kernels alone
+KERNELS = (
+    "mindspore",
+    "cpu_kernels",
+    "fused_silu",
+    "sigmoid_mul",
+    "onednn_depthwise",
+    "onednn_depthwise+regular",
+    "onednn_depthwise+regular+pointwise",
+)
+
+
+def _use_kernels(net, kernels: str) -> None:
+    from effv2.models.activation import SigmoidMul, fused_silu, set_silu
+    from effv2.models.convolution import onednn_conv_library, set_onednn_conv
+    from effv2.models.cpu_kernels import use_cpu_kernels
+
+    if kernels == "cpu_kernels":
+        print(f"hardware.cpu_kernels=true: {use_cpu_kernels(net)}", file=sys.stderr)
+    elif kernels == "sigmoid_mul":
+        set_silu(net, SigmoidMul())
+    elif kernels == "fused_silu":
+        if set_silu(net, fused_silu() or sys.exit("the fused SiLU cannot be built here")) == 0:
+            sys.exit("no SiLU to replace")
+    elif kernels.startswith("onednn_"):
+        library = onednn_conv_library() or sys.exit("the oneDNN kernel cannot be built here (effv2[cpu-kernels])")
+        kinds = tuple(kernels.removeprefix("onednn_").split("+"))
+        print(f"oneDNN in {set_onednn_conv(net, library, kinds)} convolutions", file=sys.stderr)
+
+
+def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile_cache: str | None, kernels: str):
     import mindspore as ms
     import numpy as np
     from mindspore import Tensor
@@ -46,7 +77,6 @@ def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile
 
     from effv2.config.schema import LossScaleConfig, RMSPropConfig
     from effv2.models import EfficientNetV2, get_variant, init_weights
-    from effv2.models.activation import SigmoidMul, set_silu, use_cpu_kernels
     from effv2.training.loss import SoftTargetCrossEntropy, smoothed_one_hot
     from effv2.training.optim import build_optimizer
     from effv2.training.step import TrainStep
@@ -57,10 +87,7 @@ def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile
     ms.set_device("CPU")
     net = EfficientNetV2(get_variant(variant), num_classes=CLASSES)
     init_weights(net, 0)
-    if silu == "fused":  # hardware.cpu_kernels=true
-        print(f"SiLU: {use_cpu_kernels(net)}", file=sys.stderr)
-    elif silu == "sigmoid_mul":
-        set_silu(net, SigmoidMul())
+    _use_kernels(net, kernels)
     optimizer_cfg = OmegaConf.structured(RMSPropConfig(lr=0.016, weight_decay=1e-5))
     optimizer = build_optimizer(optimizer_cfg, net.trainable_params(), np.full(1_000_000, 1e-3, np.float32))
     loss_scale = OmegaConf.structured(LossScaleConfig())
@@ -98,12 +125,12 @@ def _pytorch_step(variant: str, size: int, batch: int):
 
 
 def worker(
-    framework: str, variant: str, size: int, batch: int, jit_level: str, compile_cache: str | None, silu: str
+    framework: str, variant: str, size: int, batch: int, jit_level: str, compile_cache: str | None, kernels: str
 ) -> None:
     """Build, take the first step, then one step per "step" line on stdin; "quit" ends."""
     started = time.perf_counter()
     if framework == "mindspore":
-        run = _mindspore_step(variant, size, batch, jit_level, compile_cache, silu)
+        run = _mindspore_step(variant, size, batch, jit_level, compile_cache, kernels)
     else:
         run = _pytorch_step(variant, size, batch)
     built = time.perf_counter()
@@ -154,8 +181,13 @@ class Worker:
         return peak
 
 
-def measure(variant: str, size: int, batch: int, repeats: int, jit_level: str) -> list[dict]:
-    workers = [Worker(name, variant, size, batch, jit_level) for name in ("mindspore", "pytorch")]
+def measure(variant: str, size: int, batch: int, repeats: int, jit_level: str, kernels: list[str]) -> list[dict]:
+    workers = [
+        Worker("mindspore", variant, size, batch, jit_level, extra=("--kernels", choice),
+               label="mindspore" if choice == "mindspore" else f"mindspore + {choice}")
+        for choice in kernels
+    ]  # fmt: skip
+    workers.append(Worker("pytorch", variant, size, batch, jit_level))
     for w in workers:
         w.step()  # warm-up beyond the first step
     times: dict[str, list[float]] = {w.framework: [] for w in workers}
@@ -184,19 +216,24 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/train.json")
     parser.add_argument("--compile-cache", help="MindSpore compile cache folder (enable_compile_cache)")
     parser.add_argument(
-        "--silu", choices=["fused", "sigmoid_mul", "mindspore"], default="mindspore",
-        help="MindSpore's SiLU: ops.silu (the product's default), effv2's fused CPU kernel, or Sigmoid x Mul",
+        "--kernels", default="mindspore,cpu_kernels",
+        help=f"MindSpore's kernels, one worker each (comma-separated, from {', '.join(KERNELS)}): the product's "
+        "default, hardware.cpu_kernels=true (fused SiLU + oneDNN depthwise), or one of effv2's kernels alone",
     )  # fmt: skip
     parser.add_argument("--worker", choices=["mindspore", "pytorch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
-        worker(args.worker, args.variants, int(args.sizes), args.batch, args.jit_level, args.compile_cache, args.silu)
+        size = int(args.sizes)
+        worker(args.worker, args.variants, size, args.batch, args.jit_level, args.compile_cache, args.kernels)
         return
+    kernels = args.kernels.split(",")
+    if unknown := sorted(set(kernels) - set(KERNELS)):
+        parser.error(f"--kernels {','.join(unknown)}: not one of {', '.join(KERNELS)}")
     rows = []
     for variant in args.variants.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
-            rows += measure(variant, size, args.batch, args.repeats, args.jit_level)
+            rows += measure(variant, size, args.batch, args.repeats, args.jit_level, kernels)
             print(f"{variant} {size}px done", file=sys.stderr)
     table = [["variant", "px", "framework", "step ms", "img/s", "compile s", "peak MB", "x PyTorch"]]
     for row in rows:

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, tiny_data
+from effv2.kernels.build import onednn_flags
 
 
 def _bench(script: str, out: Path, *args: str) -> dict:
@@ -46,7 +49,8 @@ def test_progressive_benchmark_runs_and_writes_json(tiny_folder: Path, tmp_path:
 def test_train_benchmark_runs_both_frameworks_and_writes_json(tmp_path: Path) -> None:
     rows = _bench("bench_train.py", tmp_path / "train.json", "--variants", "effnetv2_micro", "--sizes", "32",
                   "--batch", "2", "--repeats", "2")["results"]  # fmt: skip
-    assert {r["framework"] for r in rows} == {"mindspore", "pytorch"}
+    # by default MindSpore twice: as the product runs, and with hardware.cpu_kernels=true
+    assert [r["framework"] for r in rows] == ["mindspore", "mindspore + cpu_kernels", "pytorch"]
     for row in rows:
         assert row["step_median_s"] > 0 and row["images_per_s"] > 0 and row["peak_rss_mb"] > 100
     mindspore = next(r for r in rows if r["framework"] == "mindspore")
@@ -78,6 +82,18 @@ def test_kernels_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert len(rows) == 6 and all(r["median_s"] > 0 for r in rows)
     assert [r["ratio_to_ops_silu"] for r in rows if r["implementation"].startswith("ops.silu")] == [1.0, 1.0]
+
+
+@pytest.mark.skipif(onednn_flags() is None, reason="no oneDNN headers (effv2[cpu-kernels], in the test extra)")
+def test_conv_benchmark_measures_every_layer_shape_of_a_kind(tmp_path: Path) -> None:
+    payload = _bench("bench_conv.py", tmp_path / "conv.json", "--variant", "effnetv2_micro", "--size", "32",
+                     "--batch", "2", "--repeats", "2", "--kinds", "depthwise")  # fmt: skip
+    rows = payload["results"]  # the micro network at 32 px: MBConv blocks at 8 px (stride 2) and 4 px (stride 1)
+    assert [(r["kind"], r["in"], r["stride"], r["size"], r["layers"]) for r in rows] == [
+        ("depthwise", 96, 2, 8, 1), ("depthwise", 128, 1, 4, 1),
+    ]  # fmt: skip
+    assert all(r["mindspore_s"] > 0 and r["onednn_s"] > 0 for r in rows)
+    assert payload["per_kind"]["depthwise"]["layers"] == 2
 
 
 def test_profile_benchmark_runs_and_writes_json(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """effv2's own CPU kernels against MindSpore's operators: equal outputs and gradients (stated
 tolerances), in PyNative and in a compiled graph, alone and inside the network; the build cache
-and the fallback without a compiler."""
+and the fallbacks without a compiler or without oneDNN."""
 
 from __future__ import annotations
 
@@ -12,10 +12,17 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn, ops
 
-from effv2.kernels.build import compiler, kernel_library
-from effv2.models.activation import SigmoidMul, SiLU, fused_silu, use_cpu_kernels
+from effv2.kernels.build import compiler, kernel_library, onednn_flags
+from effv2.models.activation import SigmoidMul, SiLU, fused_silu, use_fastest_silu
+from effv2.models.blocks import ConvBNAct
+from effv2.models.convolution import OneDNNConv, conv_kind, onednn_conv_library
+from effv2.models.cpu_kernels import use_cpu_kernels
 
 needs_compiler = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++ or $CXX) on this machine")
+needs_onednn = pytest.mark.skipif(
+    compiler() is None or onednn_flags() is None,
+    reason="no C++ compiler, or oneDNN is not installed (pip install 'effv2[cpu-kernels]'; the test extra has it)",
+)
 # glibc's vector expf is within 4 ulp; one division and two products add a few more
 FORWARD_RTOL, GRAD_RTOL, ATOL = 2e-6, 4e-6, 1e-7
 
@@ -61,15 +68,71 @@ class _SquaredOutput(nn.Cell):
         return self.net(x).square().mean()
 
 
-@needs_compiler
-def test_network_with_fused_silu_matches_mindspore_ops() -> None:
+# (in, out, kernel, stride, groups, size): depthwise at stride 1 and 2 on even and odd sizes (the
+# odd pixel of "same" padding goes to the bottom/right), 5x5 depthwise, a regular and a 1x1 convolution
+CONVOLUTIONS = {
+    "depthwise-s1": (24, 24, 3, 1, 24, 15),
+    "depthwise-s2-even": (16, 16, 3, 2, 16, 16),
+    "depthwise-s2-odd": (16, 16, 3, 2, 16, 15),
+    "depthwise-5x5-s2": (8, 8, 5, 2, 8, 14),
+    "regular-s2": (8, 16, 3, 2, 1, 16),
+    "pointwise": (16, 32, 1, 1, 1, 9),
+}
+# oneDNN sums in another order than MindSpore's kernel: 1e-5 of the largest value of each tensor
+CONV_RTOL = 1e-5
+
+
+@needs_onednn
+@pytest.mark.parametrize("spec", CONVOLUTIONS.values(), ids=CONVOLUTIONS.keys())
+def test_onednn_convolution_equals_mindspore_conv2d_and_its_gradients(spec: tuple[int, ...]) -> None:
+    in_channels, out_channels, kernel, stride, groups, size = spec
+    conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, pad_mode="same", group=groups, has_bias=False)
+    library = onednn_conv_library()
+    assert library is not None
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.normal(0, 1, (3, in_channels, size, size)).astype(np.float32))
+    out_size = -(-size // stride)
+    dy = Tensor(rng.normal(0, 1, (3, out_channels, out_size, out_size)).astype(np.float32))
+
+    class Convolution(nn.Cell):  # conv's weight, through MindSpore's operator or ours
+        def __init__(self, kernel: nn.Cell | None) -> None:
+            super().__init__()
+            self.conv, self.kernel = conv, kernel
+
+        def construct(self, inputs):
+            return self.conv(inputs) if self.kernel is None else self.kernel(inputs, self.conv.weight)
+
+    def results(kernel: nn.Cell | None) -> list[np.ndarray]:
+        net = Convolution(kernel)
+
+        def weighted_sum(inputs, sens):
+            return (net(inputs) * sens).sum()
+
+        step = ms.jit(ms.value_and_grad(weighted_sum, grad_position=0, weights=[conv.weight]))
+        _, (d_input, (d_weight,)) = step(x, dy)
+        return [net(x).asnumpy(), d_input.asnumpy(), d_weight.asnumpy()]
+
+    stock, ours = results(None), results(OneDNNConv(library, stride))
+    for name, actual, expected in zip(("output", "d input", "d weight"), ours, stock, strict=True):
+        assert actual.shape == expected.shape, name
+        np.testing.assert_allclose(actual, expected, rtol=CONV_RTOL, atol=CONV_RTOL * np.abs(expected).max(),
+                                   err_msg=name)  # fmt: skip
+
+
+@needs_onednn
+def test_network_with_cpu_kernels_matches_mindspore_ops() -> None:
     from effv2.config.schema import ModelConfig
     from effv2.models import build_model
 
     cfg = ModelConfig(name="effnetv2_micro", num_classes=10, train_size=32, eval_size=32, drop_path_rate=0.0)
     stock, fused = build_model(cfg, seed=3), build_model(cfg, seed=3)
     activations = sum(isinstance(c, SiLU) for _, c in fused.cells_and_names())
-    assert use_cpu_kernels(fused) == f"the fused kernel in {activations} activations" and activations > 0
+    depthwise = sum(isinstance(c, ConvBNAct) and conv_kind(c.conv) == "depthwise" for _, c in fused.cells_and_names())
+    assert activations > 0 and depthwise == 2
+    assert use_cpu_kernels(fused) == (
+        f"SiLU: the fused kernel in {activations} activations; oneDNN in {depthwise} depthwise convolutions"
+    )
+    assert sum(isinstance(c, ConvBNAct) and c.conv_kernel is not None for _, c in fused.cells_and_names()) == depthwise
     images = Tensor(np.random.default_rng(1).normal(0, 1, (4, 3, 32, 32)).astype(np.float32))
     results = []
     for net in (stock, fused):
@@ -92,7 +155,7 @@ def test_kernel_build_is_cached_and_falls_back_without_a_compiler(tmp_path: Path
         assert kernel_library("silu") is None
         assert "no C++ compiler" in caplog.text and "MindSpore's own operators are used" in caplog.text
         net_silu = SiLU()
-        assert use_cpu_kernels(net_silu).startswith("Sigmoid x Mul") and isinstance(net_silu.kernel, SigmoidMul)
+        assert use_fastest_silu(net_silu).startswith("Sigmoid x Mul") and isinstance(net_silu.kernel, SigmoidMul)
         monkeypatch.delenv("CXX")
         kernel_library.cache_clear()
         if compiler() is None:
@@ -106,11 +169,30 @@ def test_kernel_build_is_cached_and_falls_back_without_a_compiler(tmp_path: Path
         kernel_library.cache_clear()
 
 
-@needs_compiler
-def test_a_cpu_run_with_cpu_kernels_trains_through_the_fused_kernel(tiny_folder: Path, tmp_path: Path) -> None:
+def test_without_onednn_the_network_keeps_mindspores_convolutions(tmp_path: Path, monkeypatch, caplog) -> None:
+    from effv2.config.schema import ModelConfig
+    from effv2.models import build_model
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr("sys.prefix", str(tmp_path))  # an environment without the cpu-kernels extra
+    monkeypatch.setattr("sys.base_prefix", str(tmp_path))
+    onednn_conv_library.cache_clear()
+    try:
+        net = build_model(ModelConfig(name="effnetv2_micro", num_classes=10, train_size=32, eval_size=32), seed=0)
+        assert use_cpu_kernels(net).endswith("; MindSpore's depthwise convolutions (oneDNN is not available here)")
+        assert "pip install 'effv2[cpu-kernels]'" in caplog.text
+        assert all(c.conv_kernel is None for _, c in net.cells_and_names() if isinstance(c, ConvBNAct))
+    finally:
+        onednn_conv_library.cache_clear()
+
+
+@needs_onednn
+def test_a_cpu_run_with_cpu_kernels_trains_through_the_kernels(tiny_folder: Path, tmp_path: Path) -> None:
     from conftest import run_cli, tiny_data
 
     overrides = (*tiny_data(tiny_folder), "train.epochs=1", "hardware.cpu_kernels=true")
     result = run_cli(*overrides, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "SiLU on CPU: the fused kernel in" in (tmp_path / "run.log").read_text()
+    log = (tmp_path / "run.log").read_text()
+    assert "CPU kernels (hardware.cpu_kernels): SiLU: the fused kernel in" in log
+    assert "; oneDNN in 2 depthwise convolutions" in log

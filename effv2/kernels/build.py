@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -38,10 +39,34 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
+def onednn_flags() -> tuple[str, ...] | None:
+    """Compile and link flags for a kernel on oneDNN 3.x, or None where a part is missing.
+
+    It links the oneDNN that MindSpore ships (``mindspore/lib/libdnnl.so.3``): that library is in
+    the process already, and the dynamic loader would hand it to any other ``libdnnl.so.3`` too.
+    The headers come from the ``cpu-kernels`` extra (oneDNN 3.2's; the C API is stable across 3.x
+    and older headers only use older symbols).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("mindspore")
+    if spec is None or spec.origin is None:
+        return None
+    lib = Path(spec.origin).parent / "lib"
+    if not (lib / "libdnnl.so.3").exists():
+        return None
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        include = Path(prefix) / "include"
+        if (include / "oneapi" / "dnnl" / "dnnl.hpp").is_file():
+            return (f"-I{include}", f"-L{lib}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib}")
+    return None
+
+
 @cache
-def kernel_library(name: str) -> Path | None:
-    """The compiled ``effv2/kernels/<name>.cc`` for this machine, or None (logged once) when it
-    cannot be built here: not Linux, no C++ compiler, or a failed compile."""
+def kernel_library(name: str, link: tuple[str, ...] = ()) -> Path | None:
+    """The compiled ``effv2/kernels/<name>.cc`` for this machine (``link``: its extra include and
+    library flags), or None (logged once) when it cannot be built here: not Linux, no C++
+    compiler, or a failed compile."""
     if platform.system() != "Linux":
         log.info("custom CPU kernels: not built on %s; MindSpore's own operators are used", platform.system())
         return None
@@ -51,7 +76,8 @@ def kernel_library(name: str) -> Path | None:
         return None
     source = resources.files("effv2.kernels").joinpath(f"{name}.cc").read_bytes()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), str(version).encode(), _cpu_flags().encode()]))
+    parts = [source, " ".join(FLAGS + link).encode(), str(version).encode(), _cpu_flags().encode()]
+    key = hashlib.sha256(b"\0".join(parts))
     target = cache_dir() / "kernels" / f"{name}-{key.hexdigest()[:16]}.so"
     if target.is_file():
         return target
@@ -59,7 +85,7 @@ def kernel_library(name: str) -> Path | None:
     source_file = target.with_suffix(".cc")
     source_file.write_bytes(source)
     partial = target.with_name(f".{target.stem}.{os.getpid()}.tmp.so")
-    result = subprocess.run([cxx, *FLAGS, str(source_file), "-o", str(partial)], capture_output=True, text=True)
+    result = subprocess.run([cxx, *FLAGS, str(source_file), *link, "-o", str(partial)], capture_output=True, text=True)
     if result.returncode != 0:
         first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:200])
         log.warning("custom CPU kernels: %s failed to compile %s.cc (%s); MindSpore's own operators are used",

@@ -1,7 +1,7 @@
 """SiLU, the activation of every EfficientNetV2 block, with a fused CPU kernel.
 
 By default the cell runs MindSpore's own ``ops.silu``. On CPU with ``hardware.cpu_kernels=true``,
-:func:`use_cpu_kernels` switches every SiLU of a network to one AOT custom operator per
+:func:`use_fastest_silu` switches every SiLU of a network to one AOT custom operator per
 direction (``effv2/kernels/silu.cc``): one pass over the tensor forward and one backward. Where
 the kernel cannot be built (no compiler), it switches to Sigmoid x Mul, which MindSpore's CPU
 runs faster than its own ``ops.silu`` (``benchmarks/bench_kernels.py``). Exported files keep
@@ -61,11 +61,6 @@ def fused_silu() -> FusedSiLU | None:
     return FusedSiLU(str(library)) if library is not None else None
 
 
-def cpu_kernels_wanted(hardware: object) -> bool:
-    """Whether the run's ``hardware`` option (a HardwareConfig) asks for effv2's CPU kernels."""
-    return hardware.device_target.name == "CPU" and bool(hardware.cpu_kernels)  # type: ignore[attr-defined]
-
-
 def set_silu(net: nn.Cell, kernel: nn.Cell | None) -> int:
     """Run every :class:`SiLU` of ``net`` with ``kernel`` (None: ``ops.silu``); returns how many."""
     cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, SiLU)]
@@ -74,7 +69,7 @@ def set_silu(net: nn.Cell, kernel: nn.Cell | None) -> int:
     return len(cells)
 
 
-def use_cpu_kernels(net: nn.Cell) -> str:
+def use_fastest_silu(net: nn.Cell) -> str:
     """The fastest SiLU this CPU has for every activation of ``net``: the fused kernel, or
     Sigmoid x Mul without a compiler; returns which, for the log."""
     kernel = fused_silu()

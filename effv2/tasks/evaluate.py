@@ -10,7 +10,7 @@ from effv2.data.pipeline import build_eval_split
 from effv2.errors import UserError
 from effv2.launch import ranks
 from effv2.models import EfficientNetV2, build_model
-from effv2.models.activation import cpu_kernels_wanted, use_cpu_kernels
+from effv2.models.cpu_kernels import cpu_kernels_wanted, use_cpu_kernels
 from effv2.training.checkpoint import load_weights
 from effv2.training.metrics import write_json
 

@@ -25,8 +25,8 @@ from effv2.data.sharding import BatchPlan, epoch_order
 from effv2.errors import Interrupted, UserError
 from effv2.launch import ranks
 from effv2.models import build_model, get_variant, model_summary
-from effv2.models.activation import cpu_kernels_wanted, use_cpu_kernels
 from effv2.models.blocks import convert_to_sync_bn
+from effv2.models.cpu_kernels import cpu_kernels_wanted, use_cpu_kernels
 from effv2.tracking.base import ResumePoint, RunStatus
 from effv2.tracking.build import build_loggers
 from effv2.training.checkpoint import (
@@ -127,7 +127,7 @@ class Trainer:
         self.net = build_model(cfg.model, seed=cfg.seed)
         log.info("model %s", model_summary(self.net, cfg.data.train_size))
         if cpu_kernels_wanted(cfg.hardware):
-            log.info("SiLU on CPU: %s (hardware.cpu_kernels)", use_cpu_kernels(self.net))
+            log.info("CPU kernels (hardware.cpu_kernels): %s", use_cpu_kernels(self.net))
         if cfg.model.pretrained and not cfg.resume:
             self._load_pretrained(cfg.model.pretrained)
         if cfg.hardware.sync_bn and self.ranks.distributed:

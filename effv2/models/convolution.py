@@ -1,0 +1,89 @@
+"""Depthwise convolutions on oneDNN 3.x, as AOT custom operators on CPU.
+
+MindSpore 2.10's CPU convolution runs its bundled oneDNN on plain NCHW tensors, which sends the
+depthwise convolutions of every MBConv block to oneDNN's generic GEMM path: 2-4x slower forward +
+backward than the same oneDNN on its own blocked layouts, where it picks its depthwise JIT kernels
+(``benchmarks/bench_kernels.py``). With ``hardware.cpu_kernels=true`` the depthwise convolutions
+run through ``effv2/kernels/conv_onednn.cc`` (forward, backward-data, backward-weights): MindSpore's
+own oneDNN, called with the layouts it prefers. The kernel serves regular and 1x1 convolutions
+too, but there it does not beat MindSpore's by the 1.5x asked of it, so those stay on MindSpore's
+operator. Exported files keep ``nn.Conv2d``: the custom operator exists only in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from functools import cache
+
+from mindspore import nn, ops
+
+from effv2.kernels.build import kernel_library, onednn_flags
+from effv2.models.blocks import ConvBNAct
+
+log = logging.getLogger(__name__)
+
+
+class OneDNNConv(nn.Cell):
+    """``conv(x, weight)`` with "same" padding, no bias, at one stride, forward and both gradients
+    as oneDNN primitives (float32, CPU). Groups follow from the shapes (depthwise: weight (C, 1, k, k))."""
+
+    def __init__(self, library: str, stride: int) -> None:
+        super().__init__()
+
+        def out_shape(x, weight):
+            return [x[0], weight[0], math.ceil(x[2] / stride), math.ceil(x[3] / stride)]
+
+        grad_input = ops.Custom(f"{library}:Conv2DGradInput", out_shape=lambda dy, weight, x: x,
+                                out_dtype=lambda dy, weight, x: x, func_type="aot")  # fmt: skip
+        grad_weights = ops.Custom(f"{library}:Conv2DGradWeights", out_shape=lambda x, dy, weight: weight,
+                                  out_dtype=lambda x, dy, weight: weight, func_type="aot")  # fmt: skip
+
+        def bprop(x, weight, out, dout):
+            return grad_input(dout, weight, x), grad_weights(x, dout, weight)
+
+        self.forward = ops.Custom(f"{library}:Conv2D", out_shape=out_shape, out_dtype=lambda x, weight: x,
+                                  func_type="aot", bprop=bprop)  # fmt: skip
+
+    def construct(self, x, weight):
+        return self.forward(x, weight)
+
+
+@cache
+def onednn_conv_library() -> str | None:
+    """This machine's build of the oneDNN convolution kernel, or None (logged once) when the
+    oneDNN headers (the ``cpu-kernels`` extra), MindSpore's oneDNN or a compiler is missing."""
+    flags = onednn_flags()
+    if flags is None:
+        log.info("oneDNN convolutions: no oneDNN headers (pip install 'effv2[cpu-kernels]') or no oneDNN in "
+                 "MindSpore's package; MindSpore's own convolutions are used")  # fmt: skip
+        return None
+    library = kernel_library("conv_onednn", flags)
+    return str(library) if library is not None else None
+
+
+def conv_kind(conv: nn.Conv2d) -> str:
+    """ "depthwise" (one group per channel), "pointwise" (1x1) or "regular"."""
+    if conv.group > 1 and conv.group == conv.in_channels == conv.out_channels:
+        return "depthwise"
+    return "pointwise" if conv.kernel_size == (1, 1) else "regular"
+
+
+# the kinds effv2 runs on oneDNN: the depthwise convolutions win 2-4x per op on CPU; regular and
+# 1x1 convolutions do not win by the 1.5x asked (benchmarks/bench_kernels.py)
+ONEDNN_KINDS = ("depthwise",)
+
+
+def set_onednn_conv(net: nn.Cell, library: str | None, kinds: tuple[str, ...] = ONEDNN_KINDS) -> int:
+    """Run the block convolutions of ``net`` of the given kinds through the oneDNN kernel in
+    ``library`` (None: MindSpore's ``nn.Conv2d`` again); returns how many."""
+    cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, ConvBNAct) and conv_kind(cell.conv) in kinds]
+    kernels: dict[int, OneDNNConv] = {}
+    for cell in cells:
+        if library is None:
+            cell.conv_kernel = None
+        else:
+            if cell.stride not in kernels:
+                kernels[cell.stride] = OneDNNConv(library, cell.stride)
+            cell.conv_kernel = kernels[cell.stride]
+    return len(cells)
