@@ -17,7 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_train import Worker, _mindspore_step  # noqa: E402
+from bench_train import KERNELS, Worker, _mindspore_step  # noqa: E402
 from common import write_results  # noqa: E402
 
 CONVOLUTION = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--kernels", choices=KERNELS, default="mindspore",
+                        help="MindSpore's kernels (bench_train.py --kernels); effv2's own show as Custom")  # fmt: skip
     parser.add_argument("--out", default="benchmarks/results/profile.json")
     args = parser.parse_args()
 
@@ -42,7 +44,7 @@ def main() -> None:
     os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
     from mindspore import Profiler
 
-    run = _mindspore_step(args.variant, args.size, args.batch, "O0", None, "mindspore")
+    run = _mindspore_step(args.variant, args.size, args.batch, "O0", None, args.kernels)
     run()
     run()
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,7 +79,7 @@ def main() -> None:
             [op["op"], f"{op['per_step']:.0f}", f"{op['ms_per_step']:.1f}", f"{op['ms_per_step'] / total:.0%}"]
         )
     table.append(["all operators", f"{payload['kernel_launches_per_step']:.0f}", f"{total:.1f}", "100%"])
-    table.append(["convolutions (fwd + 2 bwd)", "", f"{convolution:.1f}", f"{convolution / total:.0%}"])
+    table.append(["MindSpore's convolutions (fwd + 2 bwd)", "", f"{convolution:.1f}", f"{convolution / total:.0%}"])
     table.append(["PyTorch eager, whole step", "", f"{pytorch_step * 1000:.1f}", ""])
     write_results(Path(args.out), payload, table)
 

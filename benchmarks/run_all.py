@@ -1,6 +1,6 @@
 """Every benchmark with its defaults, one after another, then one Markdown report:
 
-    python benchmarks/run_all.py            # ~25 min on 2 cores
+    python benchmarks/run_all.py            # ~50 min on 2 cores
     python benchmarks/run_all.py --quick    # tiny sizes, a smoke run
 
 Results: benchmarks/results/<name>.json and .md per benchmark, and benchmarks/results/report.md.
@@ -18,6 +18,12 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "train": ("bench_train.py", [], ["--variants", "effnetv2_micro", "--sizes", "32", "--batch", "2",
                                      "--repeats", "2"]),
+    "levers": ("bench_levers.py", [], ["--variant", "effnetv2_micro", "--size", "32", "--batch", "2",
+                                       "--repeats", "2", "--only", "default,hardware.cpu_kernels"]),
+    "conv": ("bench_conv.py", [], ["--variant", "effnetv2_micro", "--size", "32", "--batch", "2", "--repeats", "2"]),
+    "kernels": ("bench_kernels.py", [], ["--shapes", "8x4", "--repeats", "2"]),
+    "profile": ("profile_train_step.py", ["--kernels", "cpu_kernels"],
+                ["--kernels", "cpu_kernels", "--variant", "effnetv2_micro", "--size", "32", "--batch", "2"]),
     "inference": ("bench_inference.py", [], ["--variant", "effnetv2_micro", "--size", "32", "--batches", "1,2",
                                              "--repeats", "2"]),
     "data": ("bench_data.py", [], ["--sizes", "32", "--per-class", "4", "--batch", "8", "--source-size", "64"]),
@@ -25,7 +31,12 @@ BENCHMARKS = {
 }  # fmt: skip
 
 TITLES = {
-    "train": "Training step (batch 8, RMSProp): effv2 on MindSpore vs the same network in PyTorch eager",
+    "train": "Training step (batch 8, RMSProp): effv2 on MindSpore (as shipped, and with hardware.cpu_kernels=true) "
+    "vs the same network in PyTorch eager",
+    "levers": "Levers: MindSpore CPU settings and effv2's kernels against the default, B0 at 128 px",
+    "conv": "oneDNN convolution kernel vs MindSpore's Conv2D, every layer shape of B0 at 128 px (fwd + both bwd)",
+    "kernels": "Fused SiLU vs MindSpore's ops.silu and Sigmoid x Mul (fwd + bwd)",
+    "profile": "Where the B0 step's time goes with hardware.cpu_kernels=true (MindSpore's profiler)",
     "inference": "Inference (EfficientNetV2-S, 224 px): MindSpore graph, MINDIR, onnxruntime, PyTorch eager",
     "data": "Data pipeline (RRC + flip + RandAugment, 2 workers) vs training consumption (B0)",
     "progressive": "Progressive (4 stages, half to full size) vs fixed-size training, B0 on the digits at 64 px",

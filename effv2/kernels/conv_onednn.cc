@@ -1,8 +1,13 @@
 // 2-D convolution without bias ("same" padding as MindSpore and TensorFlow place it; regular,
 // grouped or depthwise) forward, backward-data and backward-weights on oneDNN 3.x, as MindSpore AOT
-// custom operators on CPU. MindSpore 2.10's own CPU convolution hands its bundled oneDNN plain NCHW tensors; here the
-// convolution primitive picks its preferred (blocked) layouts, and the NCHW tensors MindSpore
-// passes are reordered in and out. oneDNN picks the instruction set (AVX2, AVX-512) at run time.
+// custom operators on CPU. MindSpore 2.10's own CPU convolution hands its bundled oneDNN plain NCHW
+// tensors, which sends depthwise convolutions to oneDNN's generic GEMM path; here the primitive
+// picks its preferred (blocked) layouts, and the NCHW tensors MindSpore passes are reordered in and
+// out. oneDNN picks the instruction set (AVX2, AVX-512) at run time.
+//
+// Linked against MindSpore's own libdnnl (already in the process). That build runs on a thread
+// pool the caller provides; a stream given a pool of ours still got no parallel calls from it, so
+// these primitives run on the calling thread: enough for depthwise convolutions, not for the others.
 //
 // Stride and padding are not attributes: they follow from the shapes MindSpore passes (the output
 // of a "same" convolution has ceil(H / stride) rows), so one library serves every layer.
