@@ -122,3 +122,12 @@ def test_a_logger_without_its_package_names_the_extra() -> None:
 
     with pytest.raises(UserError, match=r"^logger=mlflow needs no_such_tracker: pip install 'effv2\[tracking\]'$"):
         require("no_such_tracker.client", "mlflow")
+
+
+@pytest.mark.parametrize("hardware", _options("hardware"))
+def test_cpu_kernels_are_wired_on_cpu_only(hardware: str) -> None:
+    from effv2.models.cpu_kernels import cpu_kernels_wanted
+
+    cfg = OmegaConf.to_object(_compose(f"hardware={hardware}", "hardware.cpu_kernels=true"))
+    assert cpu_kernels_wanted(cfg.hardware) == hardware.startswith("cpu")  # Ascend and GPU keep MindSpore's ops
+    assert not cpu_kernels_wanted(OmegaConf.to_object(_compose(f"hardware={hardware}")).hardware)  # opt-in

@@ -176,6 +176,7 @@ def test_without_onednn_the_network_keeps_mindspores_convolutions(tmp_path: Path
     caplog.set_level(logging.INFO)
     monkeypatch.setattr("sys.prefix", str(tmp_path))  # an environment without the cpu-kernels extra
     monkeypatch.setattr("sys.base_prefix", str(tmp_path))
+    monkeypatch.setattr("site.getuserbase", lambda: str(tmp_path))
     onednn_conv_library.cache_clear()
     try:
         net = build_model(ModelConfig(name="effnetv2_micro", num_classes=10, train_size=32, eval_size=32), seed=0)

@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import shutil
+import site
 import subprocess
 import sys
 from functools import cache
@@ -55,7 +56,7 @@ def onednn_flags() -> tuple[str, ...] | None:
     lib = Path(spec.origin).parent / "lib"
     if not (lib / "libdnnl.so.3").exists():
         return None
-    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, site.getuserbase())):  # venv, system, --user
         include = Path(prefix) / "include"
         if (include / "oneapi" / "dnnl" / "dnnl.hpp").is_file():
             return (f"-I{include}", f"-L{lib}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib}")
