@@ -1,9 +1,9 @@
 """Depthwise convolutions on oneDNN 3.x, as AOT custom operators on CPU.
 
 MindSpore 2.10's CPU convolution runs its bundled oneDNN on plain NCHW tensors, which sends the
-depthwise convolutions of every MBConv block to oneDNN's generic GEMM path: 2-4x slower forward +
-backward than the same oneDNN on its own blocked layouts, where it picks its depthwise JIT kernels
-(``benchmarks/bench_kernels.py``). With ``hardware.cpu_kernels=true`` the depthwise convolutions
+depthwise convolutions of every MBConv block to oneDNN's generic GEMM path: 1.7-3.5x slower forward
++ backward than the same oneDNN on its own blocked layouts, where it picks its depthwise JIT kernels
+(``benchmarks/bench_conv.py``, B0's layers). With ``hardware.cpu_kernels=true`` the depthwise convolutions
 run through ``effv2/kernels/conv_onednn.cc`` (forward, backward-data, backward-weights): MindSpore's
 own oneDNN, called with the layouts it prefers. The kernel serves regular and 1x1 convolutions
 too, but there it does not beat MindSpore's by the 1.5x asked of it, so those stay on MindSpore's
@@ -63,14 +63,14 @@ def onednn_conv_library() -> str | None:
 
 
 def conv_kind(conv: nn.Conv2d) -> str:
-    """ "depthwise" (one group per channel), "pointwise" (1x1) or "regular"."""
+    """The kind of a convolution: "depthwise" (a group per channel), "pointwise" (1x1) or "regular"."""
     if conv.group > 1 and conv.group == conv.in_channels == conv.out_channels:
         return "depthwise"
     return "pointwise" if conv.kernel_size == (1, 1) else "regular"
 
 
-# the kinds effv2 runs on oneDNN: the depthwise convolutions win 2-4x per op on CPU; regular and
-# 1x1 convolutions do not win by the 1.5x asked (benchmarks/bench_kernels.py)
+# the kinds effv2 runs on oneDNN: the depthwise convolutions win 1.7-3.5x per op on CPU; regular and
+# 1x1 convolutions do not win by the 1.5x asked (benchmarks/bench_conv.py)
 ONEDNN_KINDS = ("depthwise",)
 
 
