@@ -15,7 +15,7 @@ from mindspore import Tensor, nn, ops
 from effv2.kernels.build import compiler, kernel_library, onednn_flags
 from effv2.models.activation import SigmoidMul, SiLU, fused_silu, use_fastest_silu
 from effv2.models.blocks import ConvBNAct
-from effv2.models.convolution import OneDNNConv, conv_kind, onednn_conv_library
+from effv2.models.convolution import OneDNNConv, OneDNNConv2d, conv_kind, onednn_conv_library
 from effv2.models.cpu_kernels import use_cpu_kernels
 
 needs_compiler = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++ or $CXX) on this machine")
@@ -132,7 +132,8 @@ def test_network_with_cpu_kernels_matches_mindspore_ops() -> None:
     assert use_cpu_kernels(fused) == (
         f"SiLU: the fused kernel in {activations} activations; oneDNN in {depthwise} depthwise convolutions"
     )
-    assert sum(isinstance(c, ConvBNAct) and c.conv_kernel is not None for _, c in fused.cells_and_names()) == depthwise
+    assert sum(isinstance(c, OneDNNConv2d) for _, c in fused.cells_and_names()) == depthwise
+    assert [p.name for p in fused.get_parameters()] == [p.name for p in stock.get_parameters()]  # checkpoints unchanged
     images = Tensor(np.random.default_rng(1).normal(0, 1, (4, 3, 32, 32)).astype(np.float32))
     results = []
     for net in (stock, fused):
@@ -182,7 +183,7 @@ def test_without_onednn_the_network_keeps_mindspores_convolutions(tmp_path: Path
         net = build_model(ModelConfig(name="effnetv2_micro", num_classes=10, train_size=32, eval_size=32), seed=0)
         assert use_cpu_kernels(net).endswith("; MindSpore's depthwise convolutions (oneDNN is not available here)")
         assert "pip install 'effv2[cpu-kernels]'" in caplog.text
-        assert all(c.conv_kernel is None for _, c in net.cells_and_names() if isinstance(c, ConvBNAct))
+        assert all(type(c.conv) is nn.Conv2d for _, c in net.cells_and_names() if isinstance(c, ConvBNAct))
     finally:
         onednn_conv_library.cache_clear()
 

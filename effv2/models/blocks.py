@@ -44,12 +44,8 @@ class ConvBNAct(nn.Cell):
         self.act = SiLU() if act else nn.Identity()
         self.kernel, self.stride, self.groups = kernel, stride, groups
         self.in_channels, self.out_channels = in_channels, out_channels
-        # effv2's oneDNN operator for this convolution on CPU (effv2.models.convolution), on self.conv's weight
-        self.conv_kernel: nn.Cell | None = None
 
     def construct(self, x):
-        if self.conv_kernel is not None:
-            return self.act(self.bn(self.conv_kernel(x, self.conv.weight)))
         return self.act(self.bn(self.conv(x)))
 
     def macs(self, height: int, width: int) -> tuple[int, int, int]:

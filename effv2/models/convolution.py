@@ -74,16 +74,31 @@ def conv_kind(conv: nn.Conv2d) -> str:
 ONEDNN_KINDS = ("depthwise",)
 
 
-def set_onednn_conv(net: nn.Cell, library: str | None, kinds: tuple[str, ...] = ONEDNN_KINDS) -> int:
+class OneDNNConv2d(nn.Cell):
+    """Stands in for a block's ``nn.Conv2d``: the same weight Parameter (same name, so checkpoints
+    and optimizer state are unchanged) through :class:`OneDNNConv`. A replaced cell rather than a
+    branch in ConvBNAct: MindSpore's O1 mixed precision rewrites the network's source, and a branch
+    there made it copy BatchNorm's code without its imports."""
+
+    def __init__(self, conv: nn.Conv2d, op: OneDNNConv) -> None:
+        super().__init__()
+        self.weight = conv.weight
+        self.op = op
+
+    def construct(self, x):
+        return self.op(x, self.weight)
+
+
+def set_onednn_conv(net: nn.Cell, library: str, kinds: tuple[str, ...] = ONEDNN_KINDS) -> int:
     """Run the block convolutions of ``net`` of the given kinds through the oneDNN kernel in
-    ``library`` (None: MindSpore's ``nn.Conv2d`` again); returns how many."""
-    cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, ConvBNAct) and conv_kind(cell.conv) in kinds]
+    ``library``; returns how many."""
+    blocks = [cell for _, cell in net.cells_and_names() if isinstance(cell, ConvBNAct)]
+    cells = [cell for cell in blocks if isinstance(cell.conv, nn.Conv2d) and conv_kind(cell.conv) in kinds]
     kernels: dict[int, OneDNNConv] = {}
     for cell in cells:
-        if library is None:
-            cell.conv_kernel = None
-        else:
-            if cell.stride not in kernels:
-                kernels[cell.stride] = OneDNNConv(library, cell.stride)
-            cell.conv_kernel = kernels[cell.stride]
+        if cell.stride not in kernels:
+            kernels[cell.stride] = OneDNNConv(library, cell.stride)
+        name = cell.conv.weight.name
+        cell.conv = OneDNNConv2d(cell.conv, kernels[cell.stride])
+        cell.conv.weight.name = name  # attaching the cell renamed it
     return len(cells)
