@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from effv2.data import kernels
+
 FILL = 128  # the official replace value of rotate / shear / translate / cutout
 
 _GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], np.float32)
@@ -30,16 +32,33 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
     return values.astype(np.uint8)  # truncation, like tf.cast
 
 
+def _blend_kind(factor: float) -> bool | None:
+    """None when blend returns one of its images unchanged; else whether the mix is convex
+    (no clipping needed)."""
+    if factor in (0.0, 1.0):
+        return None
+    return 0.0 < factor < 1.0
+
+
 def blend(image1: np.ndarray, image2: np.ndarray, factor: float) -> np.ndarray:
-    if factor == 0.0:
-        return image1
-    if factor == 1.0:
-        return image2
+    kind = _blend_kind(factor)
+    if kind is None:
+        return image1 if factor == 0.0 else image2
     first = image1.astype(np.float32)
     mixed = first + np.float32(factor) * (image2.astype(np.float32) - first)
-    if 0.0 < factor < 1.0:
-        return _to_uint8(mixed)
-    return _to_uint8(np.clip(mixed, 0.0, 255.0))
+    return _to_uint8(mixed if kind else np.clip(mixed, 0.0, 255.0))
+
+
+def _value_table(function) -> np.ndarray:  # noqa: ANN001
+    """A per-value op as one 256-entry uint8 table per channel: the op applied to 0..255."""
+    values = np.arange(256, dtype=np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(function(values), (3, 256)), dtype=np.uint8)
+
+
+def _by_value(image: np.ndarray, function) -> np.ndarray:  # noqa: ANN001
+    """An op whose output pixel depends only on the input value: the same numpy arithmetic on
+    the 256 possible values, then a table lookup (the same bits, far fewer operations)."""
+    return kernels.lookup(np.ascontiguousarray(image), _value_table(function))
 
 
 def _grayscale(image: np.ndarray) -> np.ndarray:
@@ -50,100 +69,91 @@ def _grayscale(image: np.ndarray) -> np.ndarray:
 
 
 def color(image: np.ndarray, factor: float) -> np.ndarray:
-    degenerate = np.repeat(_grayscale(image)[..., None], 3, axis=2)
-    return blend(degenerate, image, factor)
+    kind = _blend_kind(factor)
+    if kind is None:
+        return np.repeat(_grayscale(image)[..., None], 3, axis=2) if factor == 0.0 else image
+    return kernels.color(np.ascontiguousarray(image), np.float32(factor), kind)
 
 
 def contrast(image: np.ndarray, factor: float) -> np.ndarray:
     pixels = image.shape[0] * image.shape[1]
     level = min(np.float32(pixels) / np.float32(256.0), np.float32(255.0))
-    degenerate = np.full(image.shape, int(level), np.uint8)
-    return blend(degenerate, image, factor)
+    return _by_value(image, lambda values: blend(np.full(values.shape, int(level), np.uint8), values, factor))
 
 
 def brightness(image: np.ndarray, factor: float) -> np.ndarray:
-    return blend(np.zeros_like(image), image, factor)
+    return _by_value(image, lambda values: blend(np.zeros_like(values), values, factor))
 
 
 def posterize(image: np.ndarray, bits: int) -> np.ndarray:
     shift = min(8 - bits, 7)
-    return (image >> shift) << shift
+    return _by_value(image, lambda values: (values >> shift) << shift)
 
 
 def solarize(image: np.ndarray, threshold: int) -> np.ndarray:
     threshold %= 256  # a uint8 comparison constant
-    return np.where(image < threshold, image, 255 - image)
+    return _by_value(image, lambda values: np.where(values < threshold, values, 255 - values))
 
 
 def solarize_add(image: np.ndarray, addition: int, threshold: int = 128) -> np.ndarray:
-    added = np.clip(image.astype(np.int64) + addition, 0, 255).astype(np.uint8)
-    return np.where(image < threshold, added, image)
+    def add(values: np.ndarray) -> np.ndarray:
+        added = np.clip(values.astype(np.int64) + addition, 0, 255).astype(np.uint8)
+        return np.where(values < threshold, added, values)
+
+    return _by_value(image, add)
+
+
+def _autocontrast_table(low: np.float32, high: np.float32) -> np.ndarray:
+    values = np.arange(256, dtype=np.uint8)
+    if not high > low:
+        return values
+    scale = np.float32(255.0) / (high - low)
+    return _to_uint8(np.clip(values.astype(np.float32) * scale + (-low * scale), 0.0, 255.0))
 
 
 def autocontrast(image: np.ndarray) -> np.ndarray:
-    channels = []
-    for c in range(3):
-        channel = image[..., c]
-        low, high = np.float32(channel.min()), np.float32(channel.max())
-        if high > low:
-            scale = np.float32(255.0) / (high - low)
-            scaled = channel.astype(np.float32) * scale + (-low * scale)
-            channel = _to_uint8(np.clip(scaled, 0.0, 255.0))
-        channels.append(channel)
-    return np.stack(channels, axis=2)
+    image = np.ascontiguousarray(image)
+    low, high = (values.astype(np.float32) for values in kernels.channel_ranges(image))
+    tables = np.stack([_autocontrast_table(low[c], high[c]) for c in range(3)])
+    return kernels.lookup(image, tables)
 
 
 def sharpness(image: np.ndarray, factor: float) -> np.ndarray:
-    values = image.astype(np.float32)
-    kernel = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / np.float32(13.0)
-    height, width = image.shape[:2]
-    smoothed = np.zeros((height - 2, width - 2, 3), np.float32)
-    for dy in range(3):
-        for dx in range(3):
-            smoothed += values[dy : dy + height - 2, dx : dx + width - 2] * kernel[dy, dx]
-    result = image.copy()
-    result[1:-1, 1:-1] = _to_uint8(np.clip(smoothed, 0.0, 255.0))
-    return blend(result, image, factor)
+    """The 3x3 smoothing (``kernels.sharpness``: exact, whatever the CPU) blended with the image."""
+    kind = _blend_kind(factor)
+    if kind is None and factor == 1.0:
+        return image
+    if kind is None:  # factor 0: the smoothed image itself
+        return kernels.sharpness(np.ascontiguousarray(image), np.float32(0.0), True)
+    return kernels.sharpness(np.ascontiguousarray(image), np.float32(factor), kind)
+
+
+def _equalize_table(histogram: np.ndarray) -> np.ndarray:
+    nonzero = histogram[histogram != 0]
+    step = (nonzero.sum() - nonzero[-1]) // 255
+    if step == 0:
+        return np.arange(256, dtype=np.uint8)
+    lut = (np.cumsum(histogram) + step // 2) // step
+    return np.clip(np.concatenate([[0], lut[:-1]]), 0, 255).astype(np.uint8)
 
 
 def equalize(image: np.ndarray) -> np.ndarray:
-    channels = []
-    for c in range(3):
-        channel = image[..., c]
-        histogram = np.bincount(channel.ravel(), minlength=256).astype(np.int64)
-        nonzero = histogram[histogram != 0]
-        step = (nonzero.sum() - nonzero[-1]) // 255
-        if step == 0:
-            channels.append(channel)
-            continue
-        lut = (np.cumsum(histogram) + step // 2) // step
-        lut = np.clip(np.concatenate([[0], lut[:-1]]), 0, 255)
-        channels.append(lut[channel].astype(np.uint8))
-    return np.stack(channels, axis=2)
+    image = np.ascontiguousarray(image)
+    tables = np.stack([_equalize_table(histogram) for histogram in kernels.channel_histograms(image)])
+    return kernels.lookup(image, tables)
 
 
 def invert(image: np.ndarray) -> np.ndarray:
     return 255 - image
 
 
-def _round_half_away(values: np.ndarray) -> np.ndarray:
-    return (np.sign(values) * np.floor(np.abs(values) + np.float32(0.5))).astype(np.int64)
-
-
 def projective(image: np.ndarray, transform: list[float], fill: int = FILL) -> np.ndarray:
     """TensorFlow's ImageProjectiveTransform with nearest sampling: output pixel (x, y) reads the
-    input at ((a0 x + a1 y + a2) / k, (b0 x + b1 y + b2) / k), k = c0 x + c1 y + 1; pixels read
-    from outside the image take ``fill`` (the official wrap / unwrap)."""
-    a0, a1, a2, b0, b1, b2, c0, c1 = (np.float32(t) for t in transform)
-    height, width = image.shape[:2]
-    out_y, out_x = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
-    projection = c0 * out_x + c1 * out_y + np.float32(1.0)
-    in_x = _round_half_away((a0 * out_x + a1 * out_y + a2) / projection)
-    in_y = _round_half_away((b0 * out_x + b1 * out_y + b2) / projection)
-    inside = (in_x >= 0) & (in_x < width) & (in_y >= 0) & (in_y < height) & (projection != 0)
-    result = np.full_like(image, fill)
-    result[inside] = image[in_y[inside], in_x[inside]]
-    return result
+    input at ((a0 x + a1 y + a2) / k, (b0 x + b1 y + b2) / k), k = c0 x + c1 y + 1, in float32,
+    rounded half away from zero; pixels read from outside the image take ``fill`` (the official
+    wrap / unwrap)."""
+    coefficients = (np.float32(t) for t in transform)
+    return kernels.projective_nearest(np.ascontiguousarray(image), *coefficients, np.uint8(fill))
 
 
 def rotate(image: np.ndarray, degrees: float, fill: int = FILL) -> np.ndarray:
