@@ -26,7 +26,7 @@ BENCHMARKS = {
                 ["--kernels", "cpu_kernels", "--variant", "effnetv2_micro", "--size", "32", "--batch", "2"]),
     "inference": ("bench_inference.py", [], ["--variant", "effnetv2_micro", "--size", "32", "--batches", "1,2",
                                              "--repeats", "2"]),
-    "data": ("bench_data.py", [], ["--sizes", "32", "--per-class", "4", "--batch", "8", "--source-size", "64"]),
+    "data": ("bench_data.py", [], ["--sizes", "64", "--magnitudes", "15", "--images", "50", "--scaling-size", "64"]),
     "progressive": ("bench_progressive.py", [], ["--size", "32", "--epochs", "2", "--stages", "2"]),
 }  # fmt: skip
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
@@ -55,6 +57,31 @@ def tiny_folder(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             target.mkdir(parents=True)
             for image in sorted(class_dir.iterdir())[:count]:
                 shutil.copy(image, target / image.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ImageFolder of real photographs as JPEGs at ImageNet-like sizes (crops of the two photos
+    scikit-learn ships, 120-427 x 120-640 px, quality 70-95; 4:2:0, 4:4:4 and progressive files):
+    2 classes, 12 training and 4 validation images each."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    rng = np.random.default_rng(3)
+    root = tmp_path_factory.mktemp("photos") / "data"
+    for split, count in (("train", 12), ("val", 4)):
+        for label in range(2):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for index in range(count):
+                photo = photos[(index + label) % 2]
+                height, width = int(rng.integers(120, 428)), int(rng.integers(120, 641))
+                top, left = int(rng.integers(0, 428 - height)), int(rng.integers(0, 641 - width))
+                options = ({}, {"subsampling": 0}, {"progressive": True})[index % 3]
+                Image.fromarray(photo[top : top + height, left : left + width]).save(
+                    folder / f"{index:03d}.jpg", quality=int(rng.integers(70, 96)), **options
+                )
     return root
 
 

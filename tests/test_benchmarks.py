@@ -58,11 +58,18 @@ def test_train_benchmark_runs_both_frameworks_and_writes_json(tmp_path: Path) ->
 
 
 def test_data_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
-    (row,) = _bench("bench_data.py", tmp_path / "data.json", "--sizes", "32", "--per-class", "4", "--batch", "8",
-                    "--source-size", "64", "--variant", "effnetv2_micro")["results"]  # fmt: skip
-    assert row["pipeline_images_per_s"] > 0 and row["training_images_per_s"] > 0
-    assert 0.0 <= row["data_wait"] < 1.0
-    assert row["headroom"] == row["pipeline_images_per_s"] / row["training_images_per_s"]
+    payload = _bench("bench_data.py", tmp_path / "data.json", "--sizes", "48", "--magnitudes", "15", "--images", "50",
+                     "--scaling-size", "48")  # fmt: skip
+    (row,) = payload["per_core"]
+    assert row["effv2"] > 0 and row["mindspore"] > 0 and row["ratio"] == row["effv2"] / row["mindspore"]
+    kinds = [(s["pipeline"], s["worker_kind"]) for s in payload["scaling"]]
+    assert kinds == [("effv2", "thread"), ("effv2", "process"), ("mindspore", "thread")]
+    process = payload["scaling"][1]
+    assert len(process["worker_rss_mib_2"]) >= 2 and all(m > 0 for m in process["worker_rss_mib_2"])
+    cores = payload["cores_for_8_devices"]
+    assert [c["per_device_images_per_s"] for c in cores] == [500, 1000, 2000]
+    assert cores[1]["effv2_cores"] == 8 * 1000 / row["effv2"]
+    assert 0.0 < payload["gil"]["gil_held_share"] < 1.0 and payload["cpu"]
 
 
 def test_levers_benchmark_runs_and_writes_json(tmp_path: Path) -> None:

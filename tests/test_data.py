@@ -90,23 +90,39 @@ def test_the_augmentations_run_in_the_pipeline(digits_root: Path) -> None:
     assert images.shape == (8, 3, 32, 32)
 
 
-def test_augmentation_does_not_depend_on_the_worker_count(digits_root: Path) -> None:
-    """Every random choice is keyed by (seed, epoch, image index), not by the worker that ran it."""
-    cfg = _data_cfg(*AUGMENTED)
-    split = open_train_split(cfg)
-    order = epoch_order(split.num_images, seed=0, epoch=3)[:24]
-    batches = [
-        [b for b, _ in train_epoch(cfg, split, order, w, seed=0, epoch=3).create_tuple_iterator(output_numpy=True)]
-        for w in (1, 2)
-    ]
-    for one, two in zip(*batches, strict=True):
-        np.testing.assert_array_equal(one, two)
+def test_augmentation_does_not_depend_on_the_worker_count_or_kind(photo_folder: Path) -> None:
+    """Every random choice is keyed by (seed, epoch, image index), not by the worker that ran it:
+    the same batches, bit for bit, from 1 and 2 threads and 1 and 2 processes, on real JPEGs
+    (random-resized crops, flips, RandAugment 2 x 15, cutout, erasing)."""
+    photos = (f"data.root={photo_folder}", "data=imagefolder", "data.num_classes=2")
+    batches = {}
+    for kind in ("thread", "process"):
+        cfg = _data_cfg(*photos, *AUGMENTED, f"data.worker_kind={kind}")
+        split = open_train_split(cfg)
+        order = epoch_order(split.num_images, seed=0, epoch=3)
+        for workers in (1, 2):
+            dataset = train_epoch(cfg, split, order, workers, seed=0, epoch=3)
+            batches[kind, workers] = [b for b, _ in dataset.create_tuple_iterator(output_numpy=True)]
+    reference = batches["thread", 1]
+    assert len(reference) == 24 // 8
+    for setting, found in batches.items():
+        assert len(found) == len(reference), setting
+        for one, other in zip(reference, found, strict=True):
+            np.testing.assert_array_equal(one, other, err_msg=str(setting))
     # the same images in another order get the same augmentation; another epoch gets another
     reordered = [b for b, _ in train_epoch(cfg, split, order[::-1], 1, seed=0, epoch=3).create_tuple_iterator(
         output_numpy=True)]  # fmt: skip
-    np.testing.assert_array_equal(reordered[-1][::-1], batches[0][0])
+    np.testing.assert_array_equal(reordered[-1][::-1], reference[0])
     other_epoch = next(train_epoch(cfg, split, order, 1, seed=0, epoch=4).create_tuple_iterator(output_numpy=True))[0]
-    assert not np.array_equal(other_epoch, batches[0][0])
+    assert not np.array_equal(other_epoch, reference[0])
+
+
+def test_an_unknown_worker_kind_is_one_line() -> None:
+    from effv2.data.pipeline import resolve_worker_kind
+
+    assert resolve_worker_kind("auto") == "thread"
+    with pytest.raises(UserError, match="data.worker_kind='fork' is not one of auto, thread, process"):
+        resolve_worker_kind("fork")
 
 
 def test_randaugment_and_autoaugment_are_exclusive(digits_root: Path) -> None:

@@ -1,5 +1,6 @@
 """Exact resume: a run killed with SIGKILL mid-epoch and resumed ends bit-identical to an
-uninterrupted run, with random crops, flips and RandAugment on (CPU)."""
+uninterrupted run, with random crops, flips and RandAugment on (CPU); the interrupted run and its
+resumption transform images in 2 worker processes, the reference in threads."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(
     resumable_reference: Path, tiny_folder: Path, tmp_path: Path
 ) -> None:
-    reference, overrides = resumable_reference, resumable(tiny_folder)
+    reference = resumable_reference
+    overrides = (*resumable(tiny_folder), "data.worker_kind=process", "hardware.num_workers=2")
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "run.py", *overrides, f"hydra.run.dir={killed}"],

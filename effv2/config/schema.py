@@ -142,6 +142,17 @@ class ProgressiveFormula(Enum):
     official_code = "official_code"
 
 
+class DecodeMode(Enum):
+    exact = "exact"  # every pixel of the full decode: the official preprocessing's input
+    fast = "fast"  # JPEG: decode at 1/2, 1/4 or 1/8 scale (in the DCT) when the crop keeps >= the target size
+
+
+class WorkerKind(Enum):
+    auto = "auto"  # threads (measured fastest here: see README, data pipeline)
+    thread = "thread"
+    process = "process"
+
+
 class Interpolation(Enum):
     bilinear = "bilinear"  # tf.image.resize: half-pixel centres, no antialiasing
     bicubic = "bicubic"  # TF1 resize_bicubic (preprocess_legacy.py): a = -0.75, no half-pixel centres
@@ -228,6 +239,11 @@ class DataConfig:
     # a remote data.root (s3://...): keep each image in a local cache after its first read
     # (fsspec's simplecache, under $EFFV2_CACHE/remote) instead of downloading it every epoch
     remote_cache: bool = False
+    # training images: decode=fast trades exactness for decode time on large crops (README)
+    decode: DecodeMode = DecodeMode.exact
+    # the transform workers (hardware.num_workers of them): Python threads, or processes that
+    # share batches through shared memory; auto picks the measured faster one
+    worker_kind: WorkerKind = WorkerKind.auto
     # audit: append the path of every training image, as it is read, to
     # <run folder>/reads/epoch<E>_rank<R>.txt (which images each rank trained, in order)
     record_reads: bool = False

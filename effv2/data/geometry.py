@@ -10,7 +10,8 @@ OpenCV- or PIL-based resizes round, PIL also antialiases. These functions reprod
 - the random crop of ``tf.image.sample_distorted_bounding_box`` (area and aspect ranges,
   attempts, a whole-image bounding box), drawn from a numpy generator.
 
-Tested against TensorFlow itself (tests/test_augment.py).
+The per-pixel loops are compiled (``effv2.data.kernels``); the taps are computed here. Tested
+against TensorFlow itself (tests/test_augment.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from effv2.data import kernels
 
 RESIZE_METHODS = ("bilinear", "bicubic")
 
@@ -33,18 +36,12 @@ def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray,
     return lower, upper, (position - floor).astype(np.float32)
 
 
-def _resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    image = image.astype(np.float32, copy=False)
+def _resize_bilinear(image: np.ndarray, height: int, width: int, mirror: bool) -> np.ndarray:
     y_lower, y_upper, y_lerp = _bilinear_taps(image.shape[0], height)
     x_lower, x_upper, x_lerp = _bilinear_taps(image.shape[1], width)
-    x_lerp = x_lerp[None, :, None]
-
-    def along_x(rows: np.ndarray) -> np.ndarray:
-        left, right = rows[:, x_lower], rows[:, x_upper]
-        return left + (right - left) * x_lerp
-
-    top, bottom = along_x(image[y_lower]), along_x(image[y_upper])
-    return top + (bottom - top) * y_lerp[:, None, None]
+    if mirror:
+        x_lower, x_upper, x_lerp = x_lower[::-1].copy(), x_upper[::-1].copy(), x_lerp[::-1].copy()
+    return kernels.resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp)
 
 
 def _keys_table(a: float = -0.75) -> np.ndarray:
@@ -72,21 +69,47 @@ def _bicubic_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     return indices, weights
 
 
-def _resize_bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    image = image.astype(np.float32, copy=False)
+def _resize_bicubic(image: np.ndarray, height: int, width: int, mirror: bool) -> np.ndarray:
     y_index, y_weight = _bicubic_taps(image.shape[0], height)
     x_index, x_weight = _bicubic_taps(image.shape[1], width)
+    if mirror:
+        x_index, x_weight = x_index[::-1].copy(), x_weight[::-1].copy()
     # along y first, then x, as TensorFlow's kernel does
-    rows = sum(image[y_index[:, k]] * y_weight[:, k, None, None] for k in range(4))
-    return sum(rows[:, x_index[:, k]] * x_weight[None, :, k, None] for k in range(4))
+    return kernels.resize_bicubic(image, y_index, y_weight, x_index, x_weight)
 
 
-def resize(image: np.ndarray, height: int, width: int, method: str = "bilinear") -> np.ndarray:
-    """Resize an HWC image to ``height x width``; float32 out, not rounded."""
+def _window_taps(start: int, length: int, out_size: int, factor: int, limit: int):  # noqa: ANN202
+    """Bilinear taps of the window [start, start + length) of a full-size axis, read from the same
+    axis decoded at 1 / ``factor`` scale (``limit`` pixels): output pixel centres mapped through
+    full-size coordinates, so the window keeps its sub-pixel position."""
+    centres = np.float32(start) + (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * np.float32(
+        length / out_size
+    )
+    position = centres / np.float32(factor) - np.float32(0.5)
+    floor = np.floor(position)
+    lower = np.clip(floor, 0, limit - 1).astype(np.int64)
+    upper = np.clip(np.ceil(position), 0, limit - 1).astype(np.int64)
+    return lower, upper, (position - floor).astype(np.float32)
+
+
+def resize_window(
+    image: np.ndarray, box: CropBox, factor: int, height: int, width: int, mirror: bool = False
+) -> np.ndarray:
+    """Bilinear resize of ``box`` (full-size coordinates) of an image decoded at 1 / ``factor``."""
+    y_lower, y_upper, y_lerp = _window_taps(box.top, box.height, height, factor, image.shape[0])
+    x_lower, x_upper, x_lerp = _window_taps(box.left, box.width, width, factor, image.shape[1])
+    if mirror:
+        x_lower, x_upper, x_lerp = x_lower[::-1].copy(), x_upper[::-1].copy(), x_lerp[::-1].copy()
+    return kernels.resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp)
+
+
+def resize(image: np.ndarray, height: int, width: int, method: str = "bilinear", mirror: bool = False) -> np.ndarray:
+    """Resize an HWC image to ``height x width``; float32 out, not rounded. ``mirror``: the
+    result flipped left to right (the same values, written in reverse column order)."""
     if method == "bilinear":
-        return _resize_bilinear(image, height, width)
+        return _resize_bilinear(image, height, width, mirror)
     if method == "bicubic":
-        return _resize_bicubic(image, height, width)
+        return _resize_bicubic(image, height, width, mirror)
     raise ValueError(f"resize method {method!r} is not one of {RESIZE_METHODS}")
 
 

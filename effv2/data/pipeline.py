@@ -63,12 +63,24 @@ def _rows(source: _FileSource) -> ds.Dataset:
     return ds.GeneratorDataset(source, column_names=source.columns, shuffle=False, num_parallel_workers=1)
 
 
-def _map(dataset: ds.Dataset, transform: Callable, input_columns: list[str], workers: int) -> ds.Dataset:
-    # threads: decoding and the numpy transforms release the GIL; measured, 2 threads deliver
-    # 1.3-1.6x the images per second of 2 worker processes, which restart with every epoch
+WORKER_KINDS = ("auto", "thread", "process")
+
+
+def resolve_worker_kind(kind: str) -> str:
+    """``auto`` -> threads: with the compiled kernels and simplejpeg an image holds the GIL for
+    a small share of its time, and threads then deliver as many images per second as processes
+    without copying every batch through shared memory (benchmarks/bench_data.py; README)."""
+    if kind not in WORKER_KINDS:
+        raise UserError(f"data.worker_kind={kind!r} is not one of {', '.join(WORKER_KINDS)}")
+    return "thread" if kind == "auto" else kind
+
+
+def _map(dataset: ds.Dataset, transform: Callable, input_columns: list[str], workers: int, kind: str) -> ds.Dataset:
+    """The per-image transform on ``workers`` threads or processes (MindSpore's process pool with
+    shared memory); the result is the same bits either way, as every random choice is keyed."""
     return dataset.map(
         transform, input_columns=input_columns, output_columns=["image"], num_parallel_workers=workers,
-        python_multiprocessing=False,
+        python_multiprocessing=resolve_worker_kind(kind) == "process",
     )  # fmt: skip
 
 
@@ -97,6 +109,10 @@ def open_split(data_cfg: DataConfig, split: str) -> ImageFolderSplit:
     split_files = scan_split(resolve_root(data_cfg), split, data_cfg.on_bad_image.name, data_cfg.remote_cache)
     _check_classes(data_cfg, split_files)
     return split_files
+
+
+def _choice(value: object) -> str:
+    return str(getattr(value, "name", value))
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -133,7 +149,7 @@ def train_epoch(
     _check_positive("data.train_size", image_size)
     transform = TrainTransform(data_cfg, image_size)
     source = _FileSource(split, [int(i) for i in indices], key_prefix=(seed, epoch), record_to=record_to)
-    dataset = _map(_rows(source), transform, ["image", "key"], workers)
+    dataset = _map(_rows(source), transform, ["image", "key"], workers, _choice(data_cfg.worker_kind))
     return dataset.batch(data_cfg.batch_size, drop_remainder=True)
 
 
@@ -149,6 +165,7 @@ def build_eval_split(
     split = open_split(data_cfg, data_cfg.val_split)
     rank, world_size = shard
     source = _FileSource(split, list(range(rank, split.num_images, world_size)))
-    dataset = _map(_rows(source), EvalTransform(data_cfg, image_size), ["image"], workers)
+    transform = EvalTransform(data_cfg, image_size)
+    dataset = _map(_rows(source), transform, ["image"], workers, _choice(data_cfg.worker_kind))
     dataset = dataset.batch(data_cfg.eval_batch_size, drop_remainder=False)
     return LoadedSplit(dataset, split, data_cfg.eval_batch_size)

@@ -11,29 +11,21 @@ Order (google/automl ``preprocessing.py``): decode -> crop box -> resize (float,
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from effv2.config.schema import DataConfig
-from effv2.data import geometry
+from effv2.data import geometry, kernels
 from effv2.data.augment import autoaugment_v0, randaugment
+from effv2.data.decode import decode, decode_scaled, downscale_factor, image_size
 from effv2.data.image_ops import cutout
 from effv2.errors import UserError
 
 # the official eval crop keeps the whole image from this size on (preprocessing.py)
 OFFICIAL_CROP_LIMIT = 320
-
-
-def decode(encoded: bytes | np.ndarray) -> np.ndarray:
-    """Encoded image bytes -> uint8 RGB HWC (grayscale and palette images are converted)."""
-    data = encoded.tobytes() if isinstance(encoded, np.ndarray) else encoded
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def _choice(value: Any) -> str:
@@ -49,6 +41,10 @@ class Normalise:
         mean = np.asarray(self.mean, np.float32)
         std = np.asarray(self.std, np.float32)
         return (image.astype(np.float32) - mean) / std
+
+    def to_chw(self, image: np.ndarray) -> np.ndarray:
+        """The same arithmetic fused with the HWC -> CHW transpose (one pass, no temporaries)."""
+        return kernels.normalise_chw(image, np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32))
 
 
 def _normalise(data_cfg: DataConfig) -> Normalise:
@@ -71,6 +67,11 @@ def check_data_config(data_cfg: DataConfig) -> None:
         raise UserError(f"data.crop_attempts={data_cfg.crop_attempts} must be a positive integer")
     if not 0.0 < data_cfg.crop_pct <= 1.0:
         raise UserError(f"data.crop_pct={data_cfg.crop_pct} must be in (0, 1]")
+    if _choice(data_cfg.decode) == "fast" and _choice(data_cfg.interpolation) != "bilinear":
+        raise UserError(
+            f"data.decode=fast resizes bilinearly from the downscaled decode; data.interpolation="
+            f"{_choice(data_cfg.interpolation)} needs data.decode=exact"
+        )
     aug = data_cfg.augment
     if aug.randaug_layers > 0 and _choice(aug.auto_augment) != "none":
         raise UserError("data.augment: choose RandAugment (randaug_layers > 0) or auto_augment, not both")
@@ -98,6 +99,7 @@ class TrainTransform:
         self.fallback = _choice(data_cfg.crop_fallback)
         self.interpolation = _choice(data_cfg.interpolation)
         self.hflip_prob = float(data_cfg.hflip_prob)
+        self.fast_decode = _choice(data_cfg.decode) == "fast"
         self.randaug_layers = int(aug.randaug_layers)
         self.randaug_magnitude = float(aug.randaug_magnitude)
         self.auto_augment = _choice(aug.auto_augment)
@@ -106,18 +108,36 @@ class TrainTransform:
         self.erasing_prob = float(aug.random_erasing_prob)
         self.normalise = _normalise(data_cfg)
 
-    def _geometry(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        height, width = image.shape[:2]
-        if self.crop == "random_resized_crop":
-            box = geometry.sample_crop(
-                rng, height, width, self.area_range, self.aspect_range, self.min_covered, self.attempts
-            )
-            whole = box is None or (box.height, box.width) == (height, width)
-            if whole and self.fallback == "center":  # the V1 legacy code: the eval centre crop instead
-                box = geometry.center_crop_box(height, width, self.size, offset_rounding=1)
-            if box is not None:
-                image = box.apply(image)
-        return geometry.resize(image, self.size, self.size, self.interpolation)
+    def _crop_box(self, height: int, width: int, rng: np.random.Generator) -> geometry.CropBox | None:
+        """The crop of a ``height`` x ``width`` image (None: the whole image), from sizes alone."""
+        if self.crop != "random_resized_crop":
+            return None
+        box = geometry.sample_crop(
+            rng, height, width, self.area_range, self.aspect_range, self.min_covered, self.attempts
+        )
+        whole = box is None or (box.height, box.width) == (height, width)
+        if whole and self.fallback == "center":  # the V1 legacy code: the eval centre crop instead
+            box = geometry.center_crop_box(height, width, self.size, offset_rounding=1)
+        return box
+
+    def _geometry(self, encoded: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Header -> crop box -> flip or not -> decode -> crop -> resize (float32, not rounded),
+        mirrored by the resize itself when flipped (a contiguous result for the ops after it).
+        ``data.decode=fast``: a crop of at least twice the size is read from a JPEG decoded at
+        1/2, 1/4 or 1/8 scale, bilinearly at the crop's own sub-pixel position."""
+        height, width = image_size(encoded)
+        box = self._crop_box(height, width, rng)
+        flip = self.hflip_prob > 0 and rng.random() < self.hflip_prob
+        if self.fast_decode:
+            crop = box or geometry.CropBox(0, 0, height, width)
+            image, factor = decode_scaled(encoded, downscale_factor(crop.height, crop.width, self.size), height, width)
+            if factor > 1:
+                return geometry.resize_window(image, crop, factor, self.size, self.size, mirror=flip)
+        else:
+            image = decode(encoded)
+        if box is not None:
+            image = box.apply(image)
+        return geometry.resize(image, self.size, self.size, self.interpolation, mirror=flip)
 
     def _erase(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """timm / MindSpore random erasing: a rectangle of 2-33 % of the area, aspect 0.3-3.3
@@ -136,16 +156,15 @@ class TrainTransform:
 
     def __call__(self, encoded: np.ndarray, key: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng([int(k) for k in key])
-        image = self._geometry(decode(encoded), rng)
-        if self.hflip_prob > 0 and rng.random() < self.hflip_prob:
-            image = image[:, ::-1]
+        image = self._geometry(encoded, rng)
         if self.randaug_layers > 0 or self.auto_augment != "none":
-            pixels = np.clip(image, 0.0, 255.0).astype(np.uint8)
+            image = kernels.truncate_to_uint8(image)
             if self.randaug_layers > 0:
-                pixels = randaugment(pixels, self.randaug_layers, self.randaug_magnitude, rng)
+                image = randaugment(image, self.randaug_layers, self.randaug_magnitude, rng)
             else:
-                pixels = autoaugment_v0(pixels, rng)
-            image = pixels.astype(np.float32)
+                image = autoaugment_v0(image, rng)
+        if self.cutout_pad == 0 and self.erasing_prob == 0:
+            return self.normalise.to_chw(image)
         image = self.normalise(image)
         if self.cutout_pad > 0:
             center = (int(rng.integers(self.size)), int(rng.integers(self.size)))
@@ -195,7 +214,7 @@ class EvalTransform:
 
     def pixels(self, image: np.ndarray) -> np.ndarray:
         """uint8 RGB HWC pixels -> normalised float32 CHW."""
-        return _to_chw(self.normalise(self._geometry(image)))
+        return self.normalise.to_chw(self._geometry(image))
 
     def _geometry(self, image: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from effv2.config.schema import DataConfig
-from effv2.data.transforms import EvalTransform, decode
+from effv2.data.decode import decode
+from effv2.data.transforms import EvalTransform
 from effv2.deploy.backends import Backend, open_backend
 from effv2.deploy.class_names import default_class_names
 from effv2.deploy.exported import ExportedModel
