@@ -292,7 +292,7 @@ def main() -> None:
     table.append(["workers (2 cores)", "1 worker img/s", "2 workers img/s", "2 / 1", "RSS main / per worker MiB"])
     for s in scaling:
         workers_rss = "/".join(f"{m:.0f}" for m in s["worker_rss_mib_2"]) or "-"
-        table.append([f"{s['pipeline']} {s['worker_kind']}s", f"{s['images_per_s_1']:.0f}",
+        table.append([f"{s['pipeline']}, {s['worker_kind']} workers", f"{s['images_per_s_1']:.0f}",
                       f"{s['images_per_s_2']:.0f}", f"{s['efficiency_2']:.2f}x",
                       f"{s['main_rss_mib_2']:.0f} / {workers_rss}"])  # fmt: skip
     table.append(["", "", "", "", ""])
