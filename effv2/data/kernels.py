@@ -216,3 +216,16 @@ def channel_histograms(image):  # noqa: ANN001, ANN201
             for c in range(channels):
                 counts[c, image[y, x, c]] += 1
     return counts
+
+
+@_compiled
+def lookup_chw(image, tables):  # noqa: ANN001, ANN201
+    """out[c] = tables[c][image[..., c]] as contiguous float32 CHW: a uint8 image normalised through
+    one 256-entry table per channel."""
+    height, width, channels = image.shape
+    out = np.empty((channels, height, width), np.float32)
+    for y in range(height):
+        for x in range(width):
+            for c in range(channels):
+                out[c, y, x] = tables[c, image[y, x, c]]
+    return out
