@@ -36,12 +36,13 @@ def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray,
     return lower, upper, (position - floor).astype(np.float32)
 
 
-def _resize_bilinear(image: np.ndarray, height: int, width: int, mirror: bool) -> np.ndarray:
+def _resize_bilinear(image: np.ndarray, height: int, width: int, mirror: bool, dtype: type) -> np.ndarray:
     y_lower, y_upper, y_lerp = _bilinear_taps(image.shape[0], height)
     x_lower, x_upper, x_lerp = _bilinear_taps(image.shape[1], width)
     if mirror:
         x_lower, x_upper, x_lerp = x_lower[::-1].copy(), x_upper[::-1].copy(), x_lerp[::-1].copy()
-    return kernels.resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp)
+    out = np.empty((height, width, image.shape[2]), dtype)
+    return kernels.resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp, out)
 
 
 def _keys_table(a: float = -0.75) -> np.ndarray:
@@ -100,16 +101,22 @@ def resize_window(
     x_lower, x_upper, x_lerp = _window_taps(box.left, box.width, width, factor, image.shape[1])
     if mirror:
         x_lower, x_upper, x_lerp = x_lower[::-1].copy(), x_upper[::-1].copy(), x_lerp[::-1].copy()
-    return kernels.resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp)
+    out = np.empty((height, width, image.shape[2]), np.float32)
+    return kernels.resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp, out)
 
 
-def resize(image: np.ndarray, height: int, width: int, method: str = "bilinear", mirror: bool = False) -> np.ndarray:
+def resize(
+    image: np.ndarray, height: int, width: int, method: str = "bilinear", mirror: bool = False, truncate: bool = False
+) -> np.ndarray:
     """Resize an HWC image to ``height x width``; float32 out, not rounded. ``mirror``: the
-    result flipped left to right (the same values, written in reverse column order)."""
-    if method == "bilinear":
-        return _resize_bilinear(image, height, width, mirror)
-    if method == "bicubic":
-        return _resize_bicubic(image, height, width, mirror)
+    result flipped left to right (the same values, written in reverse column order);
+    ``truncate``: uint8 out, clipped to [0, 255] and truncated like tf.cast (the input of
+    RandAugment / AutoAugment)."""
+    if method == "bilinear":  # in range already: the cast is done as each value is written
+        return _resize_bilinear(image, height, width, mirror, np.uint8 if truncate else np.float32)
+    if method == "bicubic":  # overshoots at edges: clip first
+        resized = _resize_bicubic(image, height, width, mirror)
+        return kernels.truncate_to_uint8(resized) if truncate else resized
     raise ValueError(f"resize method {method!r} is not one of {RESIZE_METHODS}")
 
 

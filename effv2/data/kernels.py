@@ -17,12 +17,12 @@ _compiled = numba.njit(cache=True, nogil=True)
 
 
 @_compiled
-def resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp):  # noqa: ANN001, ANN201
-    """TensorFlow's bilinear resize from precomputed taps: each input row that an output row
-    reads is interpolated along x once (top + (bottom - top) * lerp's two rows share it when
-    enlarging), then the two rows are interpolated along y."""
+def resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp, out):  # noqa: ANN001, ANN201
+    """TensorFlow's bilinear resize from precomputed taps into ``out`` (float32, or uint8 for the
+    truncating cast RandAugment's input gets: a bilinear mix of values in [0, 255] stays in it, in
+    float32 too, so no clipping is needed). Each input row that an output row reads is interpolated
+    along x once (two output rows share it when enlarging), then the two rows along y."""
     height, width, channels = y_lower.shape[0], x_lower.shape[0], image.shape[2]
-    out = np.empty((height, width, channels), np.float32)
     along_x = np.empty((image.shape[0], width, channels), np.float32)
     done = np.zeros(image.shape[0], np.bool_)
     for y in range(height):
@@ -70,19 +70,26 @@ def resize_bicubic(image, y_index, y_weight, x_index, x_weight):  # noqa: ANN001
 @_compiled
 def projective_nearest(image, a0, a1, a2, b0, b1, b2, c0, c1, fill):  # noqa: ANN001, ANN201
     """Nearest-neighbour projective transform (float32 coefficients), coordinates rounded half
-    away from zero; pixels read from outside the image take ``fill``."""
+    away from zero; pixels read from outside the image take ``fill``. An affine transform
+    (c0 = c1 = 0, every RandAugment op) has projection 0 x + 0 y + 1 = 1 exactly: its divisions
+    by 1 are skipped, which changes no bit."""
     height, width, channels = image.shape
     out = np.empty_like(image)
     one, half = np.float32(1.0), np.float32(0.5)
+    affine = c0 == 0 and c1 == 0
     for y in range(height):
         out_y = np.float32(y)
         for x in range(width):
             out_x = np.float32(x)
-            projection = c0 * out_x + c1 * out_y + one
-            inside = projection != 0
+            in_x = a0 * out_x + a1 * out_y + a2
+            in_y = b0 * out_x + b1 * out_y + b2
+            inside = True
+            if not affine:
+                projection = c0 * out_x + c1 * out_y + one
+                inside = projection != 0
+                if inside:
+                    in_x, in_y = in_x / projection, in_y / projection
             if inside:
-                in_x = (a0 * out_x + a1 * out_y + a2) / projection
-                in_y = (b0 * out_x + b1 * out_y + b2) / projection
                 rounded_x = np.floor(abs(in_x) + half)
                 rounded_y = np.floor(abs(in_y) + half)
                 if in_x < 0:

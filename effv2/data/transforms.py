@@ -131,7 +131,7 @@ class TrainTransform:
             box = geometry.center_crop_box(height, width, self.size, offset_rounding=1)
         return box
 
-    def _geometry(self, encoded: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _geometry(self, encoded: np.ndarray, rng: np.random.Generator, truncate: bool) -> np.ndarray:
         """Header -> crop box -> flip or not -> decode -> crop -> resize (float32, not rounded),
         mirrored by the resize itself when flipped (a contiguous result for the ops after it).
         ``data.decode=fast``: a crop of at least twice the size is read from a JPEG decoded at
@@ -143,12 +143,13 @@ class TrainTransform:
             crop = box or geometry.CropBox(0, 0, height, width)
             image, factor = decode_scaled(encoded, downscale_factor(crop.height, crop.width, self.size), height, width)
             if factor > 1:
-                return geometry.resize_window(image, crop, factor, self.size, self.size, mirror=flip)
+                resized = geometry.resize_window(image, crop, factor, self.size, self.size, mirror=flip)
+                return kernels.truncate_to_uint8(resized) if truncate else resized
         else:
             image = decode(encoded)
         if box is not None:
             image = box.apply(image)
-        return geometry.resize(image, self.size, self.size, self.interpolation, mirror=flip)
+        return geometry.resize(image, self.size, self.size, self.interpolation, mirror=flip, truncate=truncate)
 
     def _erase(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """timm / MindSpore random erasing: a rectangle of 2-33 % of the area, aspect 0.3-3.3
@@ -167,9 +168,9 @@ class TrainTransform:
 
     def __call__(self, encoded: np.ndarray, key: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng([int(k) for k in key])
-        image = self._geometry(encoded, rng)
-        if self.randaug_layers > 0 or self.auto_augment != "none":
-            image = kernels.truncate_to_uint8(image)
+        augment = self.randaug_layers > 0 or self.auto_augment != "none"
+        image = self._geometry(encoded, rng, truncate=augment)  # uint8 for the augmentation ops
+        if augment:
             if self.randaug_layers > 0:
                 image = randaugment(image, self.randaug_layers, self.randaug_magnitude, rng)
             else:
