@@ -304,3 +304,46 @@ def test_save_atomic_replaces_in_one_step(tmp_path: Path) -> None:
     params, meta = read_checkpoint(target)
     assert meta == {"v": 2.0} and params["p"].asnumpy().tolist() == [2.0, 2.0]
     assert [p.name for p in tmp_path.iterdir()] == ["x.ckpt"]
+
+
+# ---- normalisation in the compiled step --------------------------------------------------------
+class _Identity(nn.Cell):
+    def construct(self, x):
+        return x
+
+
+@pytest.mark.parametrize("mean,std", [([127.5] * 3, [127.5] * 3), ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375])])
+def test_device_normalise_equals_the_host_normalisation_bit_for_bit(mean, std) -> None:
+    from effv2.data.transforms import Normalise
+    from effv2.training.step import DeviceNormalise
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 17, 23, 3), dtype=np.uint8)
+    images[0, 0, :3, 0] = [0, 128, 255]
+    on_device = DeviceNormalise(_Identity(), mean, std)(Tensor(images)).asnumpy()
+    host = Normalise(tuple(mean), tuple(std))
+    np.testing.assert_array_equal(on_device, np.stack([host.to_chw(image) for image in images]))
+    np.testing.assert_array_equal(on_device, np.stack([host.to_chw(image.astype(np.float32)) for image in images]))
+
+
+def test_training_with_device_normalisation_equals_the_host_path(tiny_folder: Path, tmp_path: Path) -> None:
+    """The same run with uint8 batches normalised in the step and with host-normalised float
+    batches: bit-identical weights; a recipe that needs normalised floats on the host says so."""
+    from conftest import resumable, run_cli
+
+    overrides = (*resumable(tiny_folder), "train.epochs=1")
+    runs = {}
+    for on_device in (True, False):
+        run_dir = tmp_path / f"device_{on_device}"
+        result = run_cli(*overrides, f"data.normalise_on_device={on_device}", f"hydra.run.dir={run_dir}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[on_device] = run_dir
+    assert "handed to the step as uint8" in (runs[True] / "run.log").read_text()
+    assert "handed to the step as uint8" not in (runs[False] / "run.log").read_text()
+    expected = ms.load_checkpoint(str(runs[False] / "checkpoints" / "last.ckpt"))
+    actual = ms.load_checkpoint(str(runs[True] / "checkpoints" / "last.ckpt"))
+    for name in sorted(set(expected) - {"effv2_meta"}):
+        np.testing.assert_array_equal(actual[name].asnumpy(), expected[name].asnumpy(), err_msg=name)
+    cutout = tmp_path / "cutout"
+    result = run_cli(*overrides, "data.augment.cutout_ratio=0.5", "train.epochs=1", f"hydra.run.dir={cutout}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "normalised on the host: data.augment.cutout_ratio" in (cutout / "run.log").read_text()

@@ -141,13 +141,15 @@ def train_epoch(
     record_to: Path | None = None,
     seed: int = 0,
     epoch: int = 1,
+    uint8_out: bool = False,
 ) -> ds.Dataset:
     """Batches of (image, label) over ``indices`` in that order, with the training transforms
     keyed by (``seed``, ``epoch``, image index); ``record_to``: a text file that receives the
-    path of every image as it is read."""
+    path of every image as it is read; ``uint8_out``: uint8 NHWC batches, not normalised
+    (the compiled step normalises them: effv2.training.step.DeviceNormalise)."""
     image_size = data_cfg.train_size if image_size is None else image_size
     _check_positive("data.train_size", image_size)
-    transform = TrainTransform(data_cfg, image_size)
+    transform = TrainTransform(data_cfg, image_size, uint8_out)
     source = _FileSource(split, [int(i) for i in indices], key_prefix=(seed, epoch), record_to=record_to)
     dataset = _map(_rows(source), transform, ["image", "key"], workers, _choice(data_cfg.worker_kind))
     return dataset.batch(data_cfg.batch_size, drop_remainder=True)

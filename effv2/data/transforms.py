@@ -95,11 +95,32 @@ def check_data_config(data_cfg: DataConfig) -> None:
         raise UserError(f"data.augment.cutout_ratio={aug.cutout_ratio} must be in [0, 1]")
 
 
-class TrainTransform:
-    """(encoded image, key = [seed, epoch, image index]) -> normalised float32 CHW."""
+def device_normalise_blocker(data_cfg: DataConfig) -> str | None:
+    """Why training images must be normalised on the host for ``data_cfg``, or None when the
+    transform's last image is uint8 (RandAugment / AutoAugment's output) and nothing after it
+    works on normalised floats: then the compiled step can normalise it, bit for bit."""
+    aug = data_cfg.augment
+    if aug.randaug_layers == 0 and _choice(aug.auto_augment) == "none":
+        return "no RandAugment / AutoAugment: the float resize is normalised unrounded"
+    if aug.cutout_ratio > 0:
+        return "data.augment.cutout_ratio fills in the normalised space"
+    if aug.random_erasing_prob > 0:
+        return "data.augment.random_erasing_prob erases in the normalised space"
+    if aug.mixup_alpha > 0 or aug.cutmix_alpha > 0:
+        return "mixup / cutmix mix normalised batches on the host"
+    return None
 
-    def __init__(self, data_cfg: DataConfig, image_size: int) -> None:
+
+class TrainTransform:
+    """(encoded image, key = [seed, epoch, image index]) -> normalised float32 CHW, or with
+    ``uint8_out`` the uint8 HWC image before normalisation (see device_normalise_blocker)."""
+
+    def __init__(self, data_cfg: DataConfig, image_size: int, uint8_out: bool = False) -> None:
         check_data_config(data_cfg)
+        blocker = device_normalise_blocker(data_cfg)
+        if uint8_out and blocker:
+            raise ValueError(f"uint8 output needs the host normalisation: {blocker}")
+        self.uint8_out = uint8_out
         aug = data_cfg.augment
         self.size = image_size
         self.crop = _choice(data_cfg.train_crop)
@@ -175,6 +196,8 @@ class TrainTransform:
                 image = randaugment(image, self.randaug_layers, self.randaug_magnitude, rng)
             else:
                 image = autoaugment_v0(image, rng)
+            if self.uint8_out:
+                return np.ascontiguousarray(image)
         if self.cutout_pad == 0 and self.erasing_prob == 0:
             return self.normalise.to_chw(image)
         image = self.normalise(image)

@@ -47,6 +47,22 @@ def _zero_one(buffer):
     return ops.assign(buffer, ops.zeros_like(buffer))
 
 
+class DeviceNormalise(nn.Cell):
+    """uint8 NHWC images -> (x - mean) / std as float32 NCHW -> ``net``: the host pipeline's
+    normalisation moved into the graph (a float32 subtraction and an IEEE division per value,
+    the same bits as effv2.data.transforms.Normalise; tested)."""
+
+    def __init__(self, net: nn.Cell, mean: list[float], std: list[float]) -> None:
+        super().__init__(auto_prefix=False)
+        self.net = net
+        self.mean = Tensor(np.asarray(mean, np.float32).reshape(1, 1, 1, 3))
+        self.std = Tensor(np.asarray(std, np.float32).reshape(1, 1, 1, 3))
+
+    def construct(self, images):
+        normalised = (images.astype(ms.float32) - self.mean) / self.std
+        return self.net(ops.transpose(normalised, (0, 3, 1, 2)))
+
+
 class TrainStep(nn.Cell):
     def __init__(
         self,

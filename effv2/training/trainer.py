@@ -22,6 +22,7 @@ from tqdm import tqdm
 from effv2.config.schema import RunConfig
 from effv2.data.pipeline import build_eval_split, open_train_split, train_epoch
 from effv2.data.sharding import BatchPlan, epoch_order
+from effv2.data.transforms import device_normalise_blocker
 from effv2.errors import Interrupted, UserError
 from effv2.launch import ranks
 from effv2.models import build_model, get_variant, model_summary
@@ -45,7 +46,7 @@ from effv2.training.precision import apply_amp
 from effv2.training.progressive import Stage, build_schedule, format_schedule, stage_data_config, stage_of
 from effv2.training.run_folder import BEST, LAST, RECOVERY, Progress, RunFolder, find_resume_checkpoint
 from effv2.training.schedules import learning_rates
-from effv2.training.step import ACCUMULATE, APPLY, TrainStep
+from effv2.training.step import ACCUMULATE, APPLY, DeviceNormalise, TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,9 @@ class Trainer:
             log.info("SyncBatchNorm over %d devices in %d layers", self.world_size, convert_to_sync_bn(self.net))
         amp_level = cfg.hardware.amp_level
         forward_net = apply_amp(self.net, amp_level, run_dir)
+        self.device_normalise = self._device_normalise()
+        if self.device_normalise:
+            forward_net = DeviceNormalise(forward_net, list(cfg.data.mean), list(cfg.data.std))
         self.ema = None
         if train.ema.enabled:
             shadow = build_model(cfg.model, seed=cfg.seed)
@@ -177,6 +181,18 @@ class Trainer:
             self.split.num_images, self.val_data.split.num_images,
             self.steps_per_epoch * self.global_batch, self.plan.dropped(self.split.num_images),
         )  # fmt: skip
+
+    def _device_normalise(self) -> bool:
+        """data.normalise_on_device, where every stage's augmentation allows it (logged either way)."""
+        if not self.cfg.data.normalise_on_device:
+            return False
+        blockers = {device_normalise_blocker(stage_data_config(self.cfg.data, stage)) for stage in self.schedule}
+        blockers.discard(None)
+        if blockers:
+            log.info("training images normalised on the host: %s", "; ".join(sorted(blockers)))
+            return False
+        log.info("training images handed to the step as uint8 and normalised there (data.normalise_on_device)")
+        return True
 
     def _load_pretrained(self, path: str) -> None:
         meta = load_pretrained(self.net, path)
@@ -324,7 +340,15 @@ class Trainer:
                 (self.run_dir / "reads").mkdir(exist_ok=True)
                 record_to = self.run_dir / "reads" / f"epoch{epoch:04d}_rank{rank}.txt"
             dataset = train_epoch(
-                self.stage_data, self.split, remaining, self.workers, stage.image_size, record_to, cfg.seed, epoch
+                self.stage_data,
+                self.split,
+                remaining,
+                self.workers,
+                stage.image_size,
+                record_to,
+                cfg.seed,
+                epoch,
+                uint8_out=self.device_normalise,
             )
             bar = tqdm(total=self.micro_per_epoch, initial=first_micro, desc=f"epoch {epoch}", disable=None)
             interval = cfg.train.checkpoint.recovery_interval
