@@ -72,35 +72,36 @@ def projective_nearest(image, a0, a1, a2, b0, b1, b2, c0, c1, fill):  # noqa: AN
     """Nearest-neighbour projective transform (float32 coefficients), coordinates rounded half
     away from zero; pixels read from outside the image take ``fill``. An affine transform
     (c0 = c1 = 0, every RandAugment op) has projection 0 x + 0 y + 1 = 1 exactly: its divisions
-    by 1 are skipped, which changes no bit."""
+    by 1 are skipped, which changes no bit. Per row, the source pixels are found first (a loop
+    without stores that branch, which the compiler vectorises), then copied."""
     height, width, channels = image.shape
     out = np.empty_like(image)
-    one, half = np.float32(1.0), np.float32(0.5)
+    one, half, zero = np.float32(1.0), np.float32(0.5), np.float32(0.0)
     affine = c0 == 0 and c1 == 0
+    pixels = image.reshape(height * width, channels)
+    source = np.empty(width, np.int64)
     for y in range(height):
         out_y = np.float32(y)
         for x in range(width):
             out_x = np.float32(x)
             in_x = a0 * out_x + a1 * out_y + a2
             in_y = b0 * out_x + b1 * out_y + b2
-            inside = True
+            valid = True
             if not affine:
                 projection = c0 * out_x + c1 * out_y + one
-                inside = projection != 0
-                if inside:
-                    in_x, in_y = in_x / projection, in_y / projection
-            if inside:
-                rounded_x = np.floor(abs(in_x) + half)
-                rounded_y = np.floor(abs(in_y) + half)
-                if in_x < 0:
-                    rounded_x = -rounded_x
-                if in_y < 0:
-                    rounded_y = -rounded_y
-                inside = 0 <= rounded_x < width and 0 <= rounded_y < height
-            if inside:
-                source_y, source_x = int(rounded_y), int(rounded_x)
+                valid = projection != 0
+                in_x = in_x / projection if valid else zero
+                in_y = in_y / projection if valid else zero
+            rounded_x = np.floor(abs(in_x) + half)
+            rounded_y = np.floor(abs(in_y) + half)
+            rounded_x = -rounded_x if in_x < 0 else rounded_x
+            rounded_y = -rounded_y if in_y < 0 else rounded_y
+            inside = valid and 0 <= rounded_x < width and 0 <= rounded_y < height
+            source[x] = np.int64(rounded_y) * width + np.int64(rounded_x) if inside else -1
+        for x in range(width):
+            if source[x] >= 0:
                 for c in range(channels):
-                    out[y, x, c] = image[source_y, source_x, c]
+                    out[y, x, c] = pixels[source[x], c]
             else:
                 for c in range(channels):
                     out[y, x, c] = fill
@@ -163,13 +164,15 @@ def color(image, factor, convex):  # noqa: ANN001, ANN201
 
 @_compiled
 def lookup(image, tables):  # noqa: ANN001, ANN201
-    """out[..., c] = tables[c][image[..., c]]: one 256-entry uint8 table per channel."""
+    """out[..., c] = tables[c][image[..., c]]: one 256-entry uint8 table per channel (a
+    contiguous image; one channel at a time, so each pass reads one table)."""
     height, width, channels = image.shape
     out = np.empty_like(image)
-    for y in range(height):
-        for x in range(width):
-            for c in range(channels):
-                out[y, x, c] = tables[c, image[y, x, c]]
+    source, target = image.reshape(height * width, channels), out.reshape(height * width, channels)
+    for c in range(channels):
+        table = tables[c]
+        for i in range(height * width):
+            target[i, c] = table[source[i, c]]
     return out
 
 
@@ -227,12 +230,13 @@ def channel_histograms(image):  # noqa: ANN001, ANN201
 
 @_compiled
 def lookup_chw(image, tables):  # noqa: ANN001, ANN201
-    """out[c] = tables[c][image[..., c]] as contiguous float32 CHW: a uint8 image normalised through
-    one 256-entry table per channel."""
+    """out[c] = tables[c][image[..., c]] as contiguous float32 CHW: a contiguous uint8 image
+    normalised through one 256-entry table per channel."""
     height, width, channels = image.shape
-    out = np.empty((channels, height, width), np.float32)
-    for y in range(height):
-        for x in range(width):
-            for c in range(channels):
-                out[c, y, x] = tables[c, image[y, x, c]]
-    return out
+    out = np.empty((channels, height * width), np.float32)
+    source = image.reshape(height * width, channels)
+    for c in range(channels):
+        table, plane = tables[c], out[c]
+        for i in range(height * width):
+            plane[i] = table[source[i, c]]
+    return out.reshape(channels, height, width)

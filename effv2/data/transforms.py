@@ -54,7 +54,7 @@ class Normalise:
         """The same arithmetic fused with the HWC -> CHW transpose (one pass, no temporaries); a
         uint8 image through the per-level tables (the same float32 operations on each level)."""
         if image.dtype == np.uint8:
-            return kernels.lookup_chw(image, self._tables)
+            return kernels.lookup_chw(np.ascontiguousarray(image), self._tables)
         return kernels.normalise_chw(image, np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32))
 
 
@@ -117,8 +117,8 @@ class TrainTransform:
 
     def __init__(self, data_cfg: DataConfig, image_size: int, uint8_out: bool = False) -> None:
         check_data_config(data_cfg)
-        blocker = device_normalise_blocker(data_cfg)
-        if uint8_out and blocker:
+        blocker = device_normalise_blocker(data_cfg) if uint8_out else None
+        if blocker:
             raise ValueError(f"uint8 output needs the host normalisation: {blocker}")
         self.uint8_out = uint8_out
         aug = data_cfg.augment
