@@ -36,9 +36,15 @@ def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray,
     return lower, upper, (position - floor).astype(np.float32)
 
 
-def _resize_bilinear(image: np.ndarray, height: int, width: int, mirror: bool, dtype: type) -> np.ndarray:
-    y_lower, y_upper, y_lerp = _bilinear_taps(image.shape[0], height)
-    x_lower, x_upper, x_lerp = _bilinear_taps(image.shape[1], width)
+def _resize_bilinear(
+    image: np.ndarray, window: CropBox, height: int, width: int, mirror: bool, dtype: type
+) -> np.ndarray:
+    """``window`` of the contiguous ``image`` resized; the taps index the whole image, so the crop
+    is never copied."""
+    y_lower, y_upper, y_lerp = _bilinear_taps(window.height, height)
+    x_lower, x_upper, x_lerp = _bilinear_taps(window.width, width)
+    y_lower, y_upper = y_lower + window.top, y_upper + window.top
+    x_lower, x_upper = x_lower + window.left, x_upper + window.left
     if mirror:
         x_lower, x_upper, x_lerp = x_lower[::-1].copy(), x_upper[::-1].copy(), x_lerp[::-1].copy()
     out = np.empty((height, width, image.shape[2]), dtype)
@@ -106,16 +112,24 @@ def resize_window(
 
 
 def resize(
-    image: np.ndarray, height: int, width: int, method: str = "bilinear", mirror: bool = False, truncate: bool = False
+    image: np.ndarray,
+    height: int,
+    width: int,
+    method: str = "bilinear",
+    mirror: bool = False,
+    truncate: bool = False,
+    box: CropBox | None = None,
 ) -> np.ndarray:
-    """Resize an HWC image to ``height x width``; float32 out, not rounded. ``mirror``: the
-    result flipped left to right (the same values, written in reverse column order);
-    ``truncate``: uint8 out, clipped to [0, 255] and truncated like tf.cast (the input of
-    RandAugment / AutoAugment)."""
+    """Resize an HWC image (its ``box``, when given) to ``height x width``; float32 out, not
+    rounded. ``mirror``: the result flipped left to right (the same values, written in reverse
+    column order); ``truncate``: uint8 out, clipped to [0, 255] and truncated like tf.cast (the
+    input of RandAugment / AutoAugment)."""
     if method == "bilinear":  # in range already: the cast is done as each value is written
-        return _resize_bilinear(image, height, width, mirror, np.uint8 if truncate else np.float32)
+        window = box or CropBox(0, 0, image.shape[0], image.shape[1])
+        dtype = np.uint8 if truncate else np.float32
+        return _resize_bilinear(np.ascontiguousarray(image), window, height, width, mirror, dtype)
     if method == "bicubic":  # overshoots at edges: clip first
-        resized = _resize_bicubic(image, height, width, mirror)
+        resized = _resize_bicubic(image if box is None else box.apply(image), height, width, mirror)
         return kernels.truncate_to_uint8(resized) if truncate else resized
     raise ValueError(f"resize method {method!r} is not one of {RESIZE_METHODS}")
 

@@ -18,28 +18,36 @@ _compiled = numba.njit(cache=True, nogil=True)
 
 @_compiled
 def resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp, out):  # noqa: ANN001, ANN201
-    """TensorFlow's bilinear resize from precomputed taps into ``out`` (float32, or uint8 for the
-    truncating cast RandAugment's input gets: a bilinear mix of values in [0, 255] stays in it, in
-    float32 too, so no clipping is needed). Each input row that an output row reads is interpolated
-    along x once (two output rows share it when enlarging), then the two rows along y."""
+    """TensorFlow's bilinear resize of a contiguous image from precomputed taps (indices into
+    ``image``) into ``out`` (float32, or uint8 for the truncating cast RandAugment's input gets: a
+    bilinear mix of values in [0, 255] stays in it, in float32 too, so no clipping is needed).
+    Each input row that an output row reads is interpolated along x once, over the row's flat
+    values (two output rows share it when enlarging), then the two rows along y."""
     height, width, channels = y_lower.shape[0], x_lower.shape[0], image.shape[2]
-    along_x = np.empty((image.shape[0], width, channels), np.float32)
+    span = width * channels
+    left, right = np.empty(span, np.int64), np.empty(span, np.int64)
+    lerp = np.empty(span, np.float32)
+    for x in range(width):
+        for c in range(channels):
+            left[x * channels + c] = x_lower[x] * channels + c
+            right[x * channels + c] = x_upper[x] * channels + c
+            lerp[x * channels + c] = x_lerp[x]
+    along_x = np.empty((image.shape[0], span), np.float32)
     done = np.zeros(image.shape[0], np.bool_)
+    rows = image.reshape(image.shape[0], image.shape[1] * channels)
+    target_rows = out.reshape(height, span)
     for y in range(height):
         for row in (y_lower[y], y_upper[y]):
             if done[row]:
                 continue
             done[row] = True
-            source = image[row]
-            for x in range(width):
-                left, right, col_lerp = x_lower[x], x_upper[x], x_lerp[x]
-                for c in range(channels):
-                    value = np.float32(source[left, c])
-                    along_x[row, x, c] = value + (np.float32(source[right, c]) - value) * col_lerp
-        top, bottom, row_lerp = along_x[y_lower[y]], along_x[y_upper[y]], y_lerp[y]
-        for x in range(width):
-            for c in range(channels):
-                out[y, x, c] = top[x, c] + (bottom[x, c] - top[x, c]) * row_lerp
+            source, target = rows[row], along_x[row]
+            for j in range(span):
+                value = np.float32(source[left[j]])
+                target[j] = value + (np.float32(source[right[j]]) - value) * lerp[j]
+        top, bottom, row_lerp, target = along_x[y_lower[y]], along_x[y_upper[y]], y_lerp[y], target_rows[y]
+        for j in range(span):
+            target[j] = top[j] + (bottom[j] - top[j]) * row_lerp
     return out
 
 

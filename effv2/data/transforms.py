@@ -168,9 +168,7 @@ class TrainTransform:
                 return kernels.truncate_to_uint8(resized) if truncate else resized
         else:
             image = decode(encoded)
-        if box is not None:
-            image = box.apply(image)
-        return geometry.resize(image, self.size, self.size, self.interpolation, mirror=flip, truncate=truncate)
+        return geometry.resize(image, self.size, self.size, self.interpolation, flip, truncate, box)
 
     def _erase(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """timm / MindSpore random erasing: a rectangle of 2-33 % of the area, aspect 0.3-3.3
@@ -261,11 +259,12 @@ class EvalTransform:
             image = geometry.resize(image, new_h, new_w, self.interpolation)
             top, left = (new_h - size) // 2, (new_w - size) // 2
             return image[top : top + size, left : left + size]
+        box = None
         if self.crop == "official" and size < OFFICIAL_CROP_LIMIT:
-            image = geometry.center_crop_box(height, width, size).apply(image)
+            box = geometry.center_crop_box(height, width, size)
         elif self.crop == "official_v1":
-            image = geometry.center_crop_box(height, width, size, offset_rounding=1).apply(image)
-        return geometry.resize(image, size, size, self.interpolation)
+            box = geometry.center_crop_box(height, width, size, offset_rounding=1)
+        return geometry.resize(image, size, size, self.interpolation, box=box)
 
     def __call__(self, encoded: np.ndarray) -> np.ndarray:
         return self.pixels(decode(encoded))
