@@ -28,12 +28,8 @@ _TABLE_SIZE = 1024
 
 
 def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    scale = np.float32(in_size / out_size)
-    position = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
-    floor = np.floor(position)
-    lower = np.maximum(floor, 0).astype(np.int64)
-    upper = np.minimum(np.ceil(position), in_size - 1).astype(np.int64)
-    return lower, upper, (position - floor).astype(np.float32)
+    """(lower index, upper index, lerp) per output pixel: half-pixel centres, float32."""
+    return kernels.bilinear_taps(in_size, out_size, np.float32(in_size / out_size))
 
 
 def _resize_bilinear(

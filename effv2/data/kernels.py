@@ -17,6 +17,22 @@ _compiled = numba.njit(cache=True, nogil=True)
 
 
 @_compiled
+def bilinear_taps(in_size, out_size, scale):  # noqa: ANN001, ANN201
+    """tf.image.resize's bilinear taps in float32: position (i + 0.5) * scale - 0.5, the floor
+    and ceiling clamped to the image, and the fraction above the floor."""
+    lower, upper = np.empty(out_size, np.int64), np.empty(out_size, np.int64)
+    lerp = np.empty(out_size, np.float32)
+    half = np.float32(0.5)
+    for i in range(out_size):
+        position = (np.float32(i) + half) * scale - half
+        floor = np.floor(position)
+        lower[i] = int(max(floor, np.float32(0.0)))
+        upper[i] = int(min(np.ceil(position), np.float32(in_size - 1)))
+        lerp[i] = position - floor
+    return lower, upper, lerp
+
+
+@_compiled
 def resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp, out):  # noqa: ANN001, ANN201
     """TensorFlow's bilinear resize of a contiguous image from precomputed taps (indices into
     ``image``) into ``out`` (float32, or uint8 for the truncating cast RandAugment's input gets: a
