@@ -48,20 +48,22 @@ def resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp, o
             left[x * channels + c] = x_lower[x] * channels + c
             right[x * channels + c] = x_upper[x] * channels + c
             lerp[x * channels + c] = x_lerp[x]
-    along_x = np.empty((image.shape[0], span), np.float32)
-    done = np.zeros(image.shape[0], np.bool_)
+    first = y_lower.min()  # only the rows the taps read (the crop's), not the whole image's
+    along_x = np.empty((y_upper.max() - first + 1, span), np.float32)
+    done = np.zeros(along_x.shape[0], np.bool_)
     rows = image.reshape(image.shape[0], image.shape[1] * channels)
     target_rows = out.reshape(height, span)
     for y in range(height):
         for row in (y_lower[y], y_upper[y]):
-            if done[row]:
+            if done[row - first]:
                 continue
-            done[row] = True
-            source, target = rows[row], along_x[row]
+            done[row - first] = True
+            source, target = rows[row], along_x[row - first]
             for j in range(span):
                 value = np.float32(source[left[j]])
                 target[j] = value + (np.float32(source[right[j]]) - value) * lerp[j]
-        top, bottom, row_lerp, target = along_x[y_lower[y]], along_x[y_upper[y]], y_lerp[y], target_rows[y]
+        top, bottom = along_x[y_lower[y] - first], along_x[y_upper[y] - first]
+        row_lerp, target = y_lerp[y], target_rows[y]
         for j in range(span):
             target[j] = top[j] + (bottom[j] - top[j]) * row_lerp
     return out
