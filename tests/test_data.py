@@ -168,3 +168,45 @@ def test_missing_root_and_split_are_reported(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     with pytest.raises(UserError, match="split 'val' is missing"):
         scan_split(tmp_path, "val")
+
+
+def test_the_file_table_lists_what_the_folder_holds(photo_folder: Path) -> None:
+    """The split's flat file table gives the paths a sorted Path listing gives, in label order."""
+    split = open_train_split(_data_cfg(f"data.root={photo_folder}", "data=imagefolder", "data.num_classes=2"))
+    expected = [str(p) for d in sorted((photo_folder / "train").iterdir()) for p in sorted(d.iterdir())]
+    assert list(split.files) == expected and len(split.files) == split.num_images == 24
+    assert split.files[3] == expected[3] and split.files[-1] == expected[-1] and split.files[2:5] == expected[2:5]
+    assert split.labels.dtype == np.int32 and split.labels.tolist() == [0] * 12 + [1] * 12
+    with pytest.raises(IndexError):
+        split.files[24]
+
+
+# the resident memory of a 1.28M-entry file table with its labels (ImageNet's training split, synthetic
+# names): measured 55 MiB on the Xeon, against 440 MiB for the tuple of Path objects it replaced
+FILE_TABLE_RSS_BOUND_MIB = 120
+
+
+def test_a_file_table_of_imagenets_size_stays_small() -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = """
+import gc
+import numpy as np
+from effv2.data.file_table import FileTable
+def rss():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
+count = 1_281_167
+base = rss()
+table = FileTable("/data/imagenet/train", (f"n{i // 1281:08d}/n{i // 1281:08d}_{i}.JPEG" for i in range(count)))
+labels = np.arange(count, dtype=np.int32) // 1281
+gc.collect()
+last = (count - 1) // 1281
+assert table[count - 1] == f"/data/imagenet/train/n{last:08d}/n{last:08d}_{count - 1}.JPEG"
+print(rss() - base)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.strip()) < FILE_TABLE_RSS_BOUND_MIB

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from effv2.data.file_table import FileTable
 from effv2.errors import UserError
 from effv2.storage.files import RemoteFolder, read_local
 from effv2.storage.location import is_remote, local_path
@@ -33,8 +35,9 @@ _END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xae\x42\x60\x82"}
 class ImageFolderSplit:
     path: Path | str  # a URL for a remote data.root
     class_names: tuple[str, ...]
-    files: tuple[Path | str, ...] = field(repr=False)
-    labels: tuple[int, ...] = field(repr=False)
+    # flat arrays (effv2.data.file_table): no Python object per file, shared by forked workers
+    files: FileTable = field(repr=False, compare=False)
+    labels: np.ndarray = field(repr=False, compare=False)  # int32, one per file
     skipped: tuple[str, ...] = field(default=(), repr=False)
     # the encoded bytes of one of ``files``: local reads, or the remote folder's (cached) reads
     read: Callable[[Path | str], np.ndarray] = field(default=read_local, repr=False, compare=False)
@@ -64,8 +67,17 @@ def images_in(folder: Path) -> list[Path]:
     return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def _image_names(folder: Path) -> list[str]:
+    """The names of the image files directly inside ``folder``, sorted (names only: no Path or
+    stat per file)."""
+    with os.scandir(folder) as entries:
+        return sorted(
+            e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+        )
+
+
 def _remote_candidates(folder: RemoteFolder, split: str) -> tuple[list[str], list[tuple[str, int]]]:
-    """(class names, [(url, label)]) of a split under a remote root, from one listing."""
+    """(class names, [(path relative to the split, label)]) of a split under a remote root, from one listing."""
     if not folder.is_dir():
         raise UserError(f"data.root={folder.url!r} is not a folder; expected <root>/<split>/<class>/<image>")
     if not folder.is_dir(split):
@@ -76,11 +88,11 @@ def _remote_candidates(folder: RemoteFolder, split: str) -> tuple[list[str], lis
     for relative in folder.files(split):
         parts = relative.split("/")
         if len(parts) == 2 and Path(parts[1]).suffix.lower() in IMAGE_EXTENSIONS:
-            by_class.setdefault(parts[0], []).append(folder.url_of(f"{folder.path}/{split}/{relative}"))
+            by_class.setdefault(parts[0], []).append(relative)
     if not by_class:
         raise UserError(f"{folder.url}/{split} has no class folders with images; expected <class>/<image>")
     names = sorted(by_class)
-    return names, [(url, label) for label, name in enumerate(names) for url in by_class[name]]
+    return names, [(relative, label) for label, name in enumerate(names) for relative in by_class[name]]
 
 
 def scan_split(
@@ -93,7 +105,8 @@ def scan_split(
     if is_remote(root):
         folder = RemoteFolder(str(root), "data.root", remote_cache)
         names, candidates = _remote_candidates(folder, split)
-        return _validated(f"{folder.url}/{split}", names, candidates, on_bad_image, folder.read)
+        prefix = folder.url_of(f"{folder.path}/{split}")
+        return _validated(f"{folder.url}/{split}", prefix, names, candidates, on_bad_image, folder.read)
     root = local_path(root)
     if not root.is_dir():
         raise UserError(f"data.root={str(root)!r} is not a directory; expected <root>/<split>/<class>/<image>")
@@ -104,36 +117,40 @@ def scan_split(
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir())
     if not class_dirs:
         raise UserError(f"{str(path)!r} has no class folders; expected {path}/<class>/<image>")
-    candidates: list[tuple[Path, int]] = []
+    candidates: list[tuple[str, int]] = []
     for label, class_dir in enumerate(class_dirs):
-        images = images_in(class_dir)
-        if not images:
+        names = _image_names(class_dir)
+        if not names:
             raise UserError(f"class folder {str(class_dir)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-        candidates += [(image, label) for image in images]
-    return _validated(path, [p.name for p in class_dirs], candidates, on_bad_image, read_local)
+        candidates += [(f"{class_dir.name}/{name}", label) for name in names]
+    return _validated(path, str(path), [p.name for p in class_dirs], candidates, on_bad_image, read_local)
 
 
 def _validated(
     path: Path | str,
+    prefix: str,
     class_names: list[str],
-    candidates: list[tuple[Path | str, int]],
+    candidates: list[tuple[str, int]],
     on_bad_image: str,
     read: Callable[[Path | str], np.ndarray],
 ) -> ImageFolderSplit:
+    """The split of the ``candidates`` (paths relative to ``prefix``) that pass image_problem."""
     with ThreadPoolExecutor(max_workers=8) as pool:
-        problems = list(pool.map(lambda c: image_problem(c[0], read), candidates, chunksize=256))
-    files, labels, skipped = [], [], []
-    for (image, label), problem in zip(candidates, problems, strict=True):
+        problems = list(pool.map(lambda c: image_problem(f"{prefix}/{c[0]}", read), candidates, chunksize=256))
+    relative, labels, skipped = [], [], []
+    for (name, label), problem in zip(candidates, problems, strict=True):
         if problem is None:
-            files.append(image)
+            relative.append(name)
             labels.append(label)
             continue
+        image = f"{prefix}/{name}"
         if on_bad_image == "error":
-            raise UserError(f"bad image {str(image)!r}: {problem} (data.on_bad_image=skip would skip it)")
+            raise UserError(f"bad image {image!r}: {problem} (data.on_bad_image=skip would skip it)")
         log.warning("skipping bad image %s: %s", image, problem)
-        skipped.append(str(image))
+        skipped.append(image)
     if skipped:
         log.warning("skipped %d bad images in %s (data.on_bad_image=skip)", len(skipped), path)
-    if not files:
+    if not relative:
         raise UserError(f"{str(path)!r} holds no readable images")
-    return ImageFolderSplit(path, tuple(class_names), tuple(files), tuple(labels), tuple(skipped), read)
+    files = FileTable(prefix, relative)
+    return ImageFolderSplit(path, tuple(class_names), files, np.asarray(labels, np.int32), tuple(skipped), read)

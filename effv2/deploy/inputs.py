@@ -49,4 +49,4 @@ def collect_inputs(source: str | None, class_names: list[str], on_bad_image: str
     else:
         unknown = sorted(set(folder_names) - set(class_names))[:5]
         raise UserError(f"infer.input={source!r} has class folders the model does not know: {unknown}")
-    return InferInputs(list(split.files), [index[folder_names[label]] for label in split.labels])
+    return InferInputs([Path(p) for p in split.files], [index[folder_names[label]] for label in split.labels])
