@@ -242,7 +242,7 @@ class DataConfig:
     # training images: decode=fast trades exactness for decode time on large crops (README)
     decode: DecodeMode = DecodeMode.exact
     # training: hand RandAugment's uint8 HWC output to the compiled step, which normalises and
-    # transposes it (4x fewer bytes per image, no host normalisation; the same bits). Only where
+    # transposes it (4x fewer bytes per image, no host normalisation; the same bits on CPU). Only where
     # the image is uint8 at the end anyway: RandAugment / AutoAugment on, no cutout, erasing or
     # mixing (those run on normalised floats on the host); otherwise the host normalises
     normalise_on_device: bool = True

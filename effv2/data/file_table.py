@@ -2,8 +2,8 @@
 
 ImageNet's 1.28M training paths as a tuple of ``Path`` objects take ~400 MB per rank, and every
 forked worker process that touches them (reference counts) copies their pages. Here the paths are
-one UTF-8 buffer of paths relative to the split's folder plus an int64 offset array: ~65 MB for the
-same 1.28M, two objects, shared page for page by forked workers. A path is built when it is asked
+one UTF-8 buffer of paths relative to the split's folder plus an int64 offset array: ~55 MiB for
+the same 1.28M (with the labels), two objects, shared page for page by forked workers. A path is built when it is asked
 for (``table[i]``: ``<prefix>/<relative path>``, the same string the ``Path`` gave).
 """
 

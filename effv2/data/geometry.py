@@ -104,7 +104,7 @@ def resize_window(
     if mirror:
         x_lower, x_upper, x_lerp = x_lower[::-1].copy(), x_upper[::-1].copy(), x_lerp[::-1].copy()
     out = np.empty((height, width, image.shape[2]), np.float32)
-    return kernels.resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp, out)
+    return kernels.resize_bilinear(np.ascontiguousarray(image), y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp, out)
 
 
 def resize(
@@ -118,8 +118,9 @@ def resize(
 ) -> np.ndarray:
     """Resize an HWC image (its ``box``, when given) to ``height x width``; float32 out, not
     rounded. ``mirror``: the result flipped left to right (the same values, written in reverse
-    column order); ``truncate``: uint8 out, clipped to [0, 255] and truncated like tf.cast (the
-    input of RandAugment / AutoAugment)."""
+    column order); ``truncate``: uint8 out, truncated like tf.cast after clipping to [0, 255] (the
+    input of RandAugment / AutoAugment; for bilinear the image must be uint8, whose mixes need no
+    clipping)."""
     if method == "bilinear":  # in range already: the cast is done as each value is written
         window = box or CropBox(0, 0, image.shape[0], image.shape[1])
         dtype = np.uint8 if truncate else np.float32

@@ -68,8 +68,8 @@ def images_in(folder: Path) -> list[Path]:
 
 
 def _image_names(folder: Path) -> list[str]:
-    """The names of the image files directly inside ``folder``, sorted (names only: no Path or
-    stat per file)."""
+    """The names of the image files directly inside ``folder``, sorted (names only: no Path object
+    per file, and no stat where the file system reports entry types)."""
     with os.scandir(folder) as entries:
         return sorted(
             e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS

@@ -153,8 +153,9 @@ class TrainTransform:
         return box
 
     def _geometry(self, encoded: np.ndarray, rng: np.random.Generator, truncate: bool) -> np.ndarray:
-        """Header -> crop box -> flip or not -> decode -> crop -> resize (float32, not rounded),
-        mirrored by the resize itself when flipped (a contiguous result for the ops after it).
+        """Header -> crop box -> flip or not -> decode -> crop -> resize (float32, not rounded; uint8
+        truncated with ``truncate``), mirrored by the resize itself when flipped (a contiguous
+        result for the ops after it).
         ``data.decode=fast``: a crop of at least twice the size is read from a JPEG decoded at
         1/2, 1/4 or 1/8 scale, bilinearly at the crop's own sub-pixel position."""
         height, width = image_size(encoded)
@@ -168,6 +169,8 @@ class TrainTransform:
                 return kernels.truncate_to_uint8(resized) if truncate else resized
         else:
             image = decode(encoded)
+        if image.shape[:2] != (height, width):  # the box came from the header; the loops do not bound-check
+            raise ValueError(f"decoded {image.shape[1]}x{image.shape[0]} pixels, the header says {width}x{height}")
         return geometry.resize(image, self.size, self.size, self.interpolation, flip, truncate, box)
 
     def _erase(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

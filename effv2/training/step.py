@@ -49,8 +49,9 @@ def _zero_one(buffer):
 
 class DeviceNormalise(nn.Cell):
     """uint8 NHWC images -> (x - mean) / std as float32 NCHW -> ``net``: the host pipeline's
-    normalisation moved into the graph (a float32 subtraction and an IEEE division per value,
-    the same bits as effv2.data.transforms.Normalise; tested)."""
+    normalisation moved into the graph (a float32 subtraction and a division per value: on CPU the
+    same bits as effv2.data.transforms.Normalise, tested; an accelerator whose division is not
+    correctly rounded may differ in the last bit)."""
 
     def __init__(self, net: nn.Cell, mean: list[float], std: list[float]) -> None:
         super().__init__(auto_prefix=False)
