@@ -182,3 +182,22 @@ def test_a_truncated_jpeg_is_detected(tmp_path: Path) -> None:
     assert image_problem(path) is None
     path.write_bytes(path.read_bytes()[:-200])
     assert image_problem(path) == "truncated JPEG (no end-of-image marker)"
+
+
+def test_resuming_purges_the_mlflow_metrics_a_killed_run_logged_after_its_checkpoint(tmp_path: Path) -> None:
+    """A run killed after logging epoch metrics at step 20 but whose last checkpoint is step 7: the
+    resumed run's store keeps only steps <= 7, and MLflow's latest value follows."""
+    from mlflow.tracking import MlflowClient
+
+    from effv2.tracking.mlflow_logger import purge_after
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("effv2")).info.run_id
+    for step, value in ((5, 0.1), (7, 0.2), (10, 0.3), (20, 0.4)):
+        client.log_metric(run_id, "val_top1", value, step=step)
+    client.log_metric(run_id, "lr", 1.0, step=3)
+    assert purge_after(tmp_path, run_id, 7) == 2
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_top1")] == [(5, 0.1), (7, 0.2)]
+    assert client.get_run(run_id).data.metrics == {"val_top1": 0.2, "lr": 1.0}
+    assert purge_after(tmp_path, run_id, 7) == 0

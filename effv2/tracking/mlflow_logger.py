@@ -44,6 +44,28 @@ def relocate_store(source: Path, recorded: Path, target: Path) -> None:
         db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
 
 
+def purge_after(store: Path, run_id: str, step: int) -> int:
+    """Delete the metric values of ``run_id`` logged after ``step`` in a run-folder store, and
+    recompute the latest values MLflow shows. A killed run can log an epoch's metrics after its
+    last surviving checkpoint; the resumed run logs them again, so they would appear twice (MLflow
+    has no purge of its own; TensorBoard's is ``purge_step``). Returns the rows deleted."""
+    with sqlite3.connect(store / "mlflow.db") as db:
+        removed = db.execute("DELETE FROM metrics WHERE run_uuid = ? AND step > ?", (run_id, step)).rowcount
+        if removed:
+            db.execute("DELETE FROM latest_metrics WHERE run_uuid = ?", (run_id,))
+            # MLflow's latest value: the highest step, then the newest timestamp, then the largest value
+            db.execute(
+                """INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid)
+                SELECT key, value, timestamp, step, is_nan, run_uuid FROM metrics AS m
+                WHERE run_uuid = ? AND NOT EXISTS (
+                    SELECT 1 FROM metrics AS n WHERE n.run_uuid = m.run_uuid AND n.key = m.key AND (
+                        n.step > m.step OR (n.step = m.step AND (
+                            n.timestamp > m.timestamp OR (n.timestamp = m.timestamp AND n.value > m.value)))))""",
+                (run_id,),
+            )
+    return removed
+
+
 class MLflowLogger(Logger):
     name = "mlflow"
 
@@ -74,6 +96,8 @@ class MLflowLogger(Logger):
             source = point.run_dir / STORE_FOLDER
             if source.is_dir() and source.resolve() != self.store_folder.resolve():
                 relocate_store(source, Path(old_folder), self.store_folder)
+            if (self.store_folder / "mlflow.db").is_file():
+                purge_after(self.store_folder, self.run_id, point.global_step)
         elif self.store_folder is not None:
             self.tracking_uri = previous["tracking_uri"]  # another shared store: continue there
             self.store_folder = Path(old_folder) if old_folder else None
