@@ -69,6 +69,14 @@ def _pin(cores: int) -> None:
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))
 
 
+def _rss_mib(status: str) -> float | None:
+    """VmRSS of a /proc/<pid>/status text, MiB (None for a process without memory)."""
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def _children_rss_mib() -> list[float]:
     """Resident memory of this process's direct children (worker processes), MiB each."""
     me, sizes = os.getpid(), []
@@ -79,17 +87,30 @@ def _children_rss_mib() -> list[float]:
             status = (entry / "status").read_text()
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if int(fields.get("PPid", "0").strip()) == me and "VmRSS" in fields:
-            sizes.append(int(fields["VmRSS"].split()[0]) / 1024)
+        parent = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "0")
+        rss = _rss_mib(status)
+        if int(parent) == me and rss is not None:
+            sizes.append(rss)
     return sizes
 
 
 def _own_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return _rss_mib(Path("/proc/self/status").read_text()) or 0.0
+
+
+def _data_config(root: str | Path, magnitude: float, *overrides: str):  # noqa: ANN202
+    """The data node of the benchmark's configuration: the photo folder, RandAugment 2 x ``magnitude``."""
+    from hydra import compose, initialize_config_dir
+
+    from effv2.config import register_configs
+
+    register_configs()
+    base = [
+        "data=imagefolder", f"data.root={root}", "data.num_classes=10", f"data.batch_size={BATCH}",
+        "data.augment.randaug_layers=2", f"data.augment.randaug_magnitude={magnitude}", "data.val_split=train",
+    ]  # fmt: skip
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=[*base, *overrides]).data
 
 
 def _rate(batches, epochs: int = 2) -> dict:
@@ -114,25 +135,15 @@ def _rate(batches, epochs: int = 2) -> dict:
 
 
 def child_effv2(root: str, size: int, magnitude: float, workers: int, kind: str, uint8_out: bool) -> dict:
-    from hydra import compose, initialize_config_dir
-
-    from effv2.config import register_configs
     from effv2.data.pipeline import open_train_split, train_epoch
     from effv2.data.sharding import epoch_order
 
-    register_configs()
-    overrides = [
-        "data=imagefolder", f"data.root={root}", "data.num_classes=10", f"data.train_size={size}",
-        f"data.batch_size={BATCH}", "data.augment.randaug_layers=2", f"data.augment.randaug_magnitude={magnitude}",
-        f"data.worker_kind={kind}", "data.val_split=train",
-    ]  # fmt: skip
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    split = open_train_split(cfg.data)
+    data_cfg = _data_config(root, magnitude, f"data.train_size={size}", f"data.worker_kind={kind}")
+    split = open_train_split(data_cfg)
 
     def batches(epoch: int):
         order = epoch_order(split.num_images, 0, epoch + 2)
-        dataset = train_epoch(cfg.data, split, order, workers, size, seed=0, epoch=epoch + 2, uint8_out=uint8_out)
+        dataset = train_epoch(data_cfg, split, order, workers, size, seed=0, epoch=epoch + 2, uint8_out=uint8_out)
         return (images for images, _ in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
 
     return _rate(batches)
@@ -167,7 +178,6 @@ def gil_share(root: Path, size: int, magnitude: float) -> dict:
     import numpy as np
     import simplejpeg
 
-    from effv2.data import decode as decode_module
     from effv2.data import kernels
     from effv2.data.transforms import TrainTransform
 
@@ -183,16 +193,7 @@ def gil_share(root: Path, size: int, magnitude: float) -> dict:
 
         return wrapper
 
-    from hydra import compose, initialize_config_dir
-
-    from effv2.config import register_configs
-
-    register_configs()
-    overrides = ["data=imagefolder", f"data.root={root}", "data.num_classes=10", "data.augment.randaug_layers=2",
-                 f"data.augment.randaug_magnitude={magnitude}"]  # fmt: skip
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    transform = TrainTransform(cfg.data, size)
+    transform = TrainTransform(_data_config(root, magnitude), size)
     files = sorted((root / "train").rglob("*.jpg"))
     encoded = [np.frombuffer(f.read_bytes(), np.uint8) for f in files]
     for index, data in enumerate(encoded[:10]):  # compile / load every kernel first
@@ -202,7 +203,7 @@ def gil_share(root: Path, size: int, magnitude: float) -> dict:
     try:
         for name, function in originals.items():
             setattr(kernels, name, timed(function))
-        decode_module.simplejpeg.decode_jpeg = timed(original_decode)
+        simplejpeg.decode_jpeg = timed(original_decode)
         started = time.perf_counter()
         for index, data in enumerate(encoded):
             transform(data, np.array([0, 1, index]))
@@ -210,7 +211,7 @@ def gil_share(root: Path, size: int, magnitude: float) -> dict:
     finally:
         for name, function in originals.items():
             setattr(kernels, name, function)
-        decode_module.simplejpeg.decode_jpeg = original_decode
+        simplejpeg.decode_jpeg = original_decode
     per_image = total / len(encoded) * 1000
     held = (total - released[0]) / len(encoded) * 1000
     return {"size": size, "magnitude": magnitude, "ms_per_image": per_image, "gil_held_ms": held,

@@ -35,7 +35,7 @@ def _is_jpeg(data: bytes | np.ndarray) -> bool:
 
 
 def _pillow(data: bytes | np.ndarray) -> np.ndarray:
-    with Image.open(io.BytesIO(data.tobytes() if isinstance(data, np.ndarray) else data)) as image:
+    with Image.open(io.BytesIO(data)) as image:
         if image.mode != "RGB":
             image = image.convert("RGB")
         return np.asarray(image)
@@ -71,7 +71,7 @@ def image_size(encoded: bytes | np.ndarray) -> tuple[int, int]:
             return int(height), int(width)
         except ValueError:
             pass
-    with Image.open(io.BytesIO(data.tobytes() if isinstance(data, np.ndarray) else data)) as image:
+    with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
     return height, width
 

@@ -32,19 +32,25 @@ def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray,
     return kernels.bilinear_taps(in_size, out_size, np.float32(in_size / out_size))
 
 
+def _from_bilinear_taps(image: np.ndarray, y_taps: tuple, x_taps: tuple, mirror: bool, dtype: type) -> np.ndarray:
+    """The compiled bilinear loop on taps that index the contiguous ``image`` itself; ``mirror``
+    reverses the x taps (the same values in reverse column order)."""
+    x_lower, x_upper, x_lerp = x_taps
+    if mirror:
+        x_lower, x_upper, x_lerp = x_lower[::-1].copy(), x_upper[::-1].copy(), x_lerp[::-1].copy()
+    out = np.empty((len(y_taps[0]), len(x_lower), image.shape[2]), dtype)
+    return kernels.resize_bilinear(np.ascontiguousarray(image), *y_taps, x_lower, x_upper, x_lerp, out)
+
+
 def _resize_bilinear(
     image: np.ndarray, window: CropBox, height: int, width: int, mirror: bool, dtype: type
 ) -> np.ndarray:
-    """``window`` of the contiguous ``image`` resized; the taps index the whole image, so the crop
-    is never copied."""
+    """``window`` of ``image`` resized; the taps index the whole image, so the crop is never copied."""
     y_lower, y_upper, y_lerp = _bilinear_taps(window.height, height)
     x_lower, x_upper, x_lerp = _bilinear_taps(window.width, width)
-    y_lower, y_upper = y_lower + window.top, y_upper + window.top
-    x_lower, x_upper = x_lower + window.left, x_upper + window.left
-    if mirror:
-        x_lower, x_upper, x_lerp = x_lower[::-1].copy(), x_upper[::-1].copy(), x_lerp[::-1].copy()
-    out = np.empty((height, width, image.shape[2]), dtype)
-    return kernels.resize_bilinear(image, y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp, out)
+    y_taps = (y_lower + window.top, y_upper + window.top, y_lerp)
+    x_taps = (x_lower + window.left, x_upper + window.left, x_lerp)
+    return _from_bilinear_taps(image, y_taps, x_taps, mirror, dtype)
 
 
 def _keys_table(a: float = -0.75) -> np.ndarray:
@@ -96,15 +102,19 @@ def _window_taps(start: int, length: int, out_size: int, factor: int, limit: int
 
 
 def resize_window(
-    image: np.ndarray, box: CropBox, factor: int, height: int, width: int, mirror: bool = False
+    image: np.ndarray,
+    box: CropBox,
+    factor: int,
+    height: int,
+    width: int,
+    mirror: bool = False,
+    truncate: bool = False,
 ) -> np.ndarray:
-    """Bilinear resize of ``box`` (full-size coordinates) of an image decoded at 1 / ``factor``."""
-    y_lower, y_upper, y_lerp = _window_taps(box.top, box.height, height, factor, image.shape[0])
-    x_lower, x_upper, x_lerp = _window_taps(box.left, box.width, width, factor, image.shape[1])
-    if mirror:
-        x_lower, x_upper, x_lerp = x_lower[::-1].copy(), x_upper[::-1].copy(), x_lerp[::-1].copy()
-    out = np.empty((height, width, image.shape[2]), np.float32)
-    return kernels.resize_bilinear(np.ascontiguousarray(image), y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp, out)
+    """Bilinear resize of ``box`` (full-size coordinates) of a uint8 image decoded at
+    1 / ``factor``; ``mirror`` and ``truncate`` as in :func:`resize`."""
+    y_taps = _window_taps(box.top, box.height, height, factor, image.shape[0])
+    x_taps = _window_taps(box.left, box.width, width, factor, image.shape[1])
+    return _from_bilinear_taps(image, y_taps, x_taps, mirror, np.uint8 if truncate else np.float32)
 
 
 def resize(
@@ -124,7 +134,7 @@ def resize(
     if method == "bilinear":  # in range already: the cast is done as each value is written
         window = box or CropBox(0, 0, image.shape[0], image.shape[1])
         dtype = np.uint8 if truncate else np.float32
-        return _resize_bilinear(np.ascontiguousarray(image), window, height, width, mirror, dtype)
+        return _resize_bilinear(image, window, height, width, mirror, dtype)
     if method == "bicubic":  # overshoots at edges: clip first
         resized = _resize_bicubic(image if box is None else box.apply(image), height, width, mirror)
         return kernels.truncate_to_uint8(resized) if truncate else resized

@@ -120,12 +120,10 @@ def autocontrast(image: np.ndarray) -> np.ndarray:
 
 def sharpness(image: np.ndarray, factor: float) -> np.ndarray:
     """The 3x3 smoothing (``kernels.sharpness``: exact, whatever the CPU) blended with the image."""
-    kind = _blend_kind(factor)
-    if kind is None and factor == 1.0:
+    if factor == 1.0:
         return image
-    if kind is None:  # factor 0: the smoothed image itself
-        return kernels.sharpness(np.ascontiguousarray(image), np.float32(0.0), True)
-    return kernels.sharpness(np.ascontiguousarray(image), np.float32(factor), kind)
+    # factor 0 gives the smoothed image itself: d + 0 (v - d) = d, a mix without clipping
+    return kernels.sharpness(np.ascontiguousarray(image), np.float32(factor), 0.0 <= factor < 1.0)
 
 
 def _equalize_table(histogram: np.ndarray) -> np.ndarray:

@@ -64,7 +64,7 @@ def image_problem(path: Path | str, read: Callable[[Path | str], np.ndarray] = r
 
 def images_in(folder: Path) -> list[Path]:
     """The image files directly inside ``folder``, sorted."""
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+    return [folder / name for name in _image_names(folder)]
 
 
 def _image_names(folder: Path) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import mindspore.dataset as ds
 import numpy as np
 
-from effv2.config.schema import DataConfig
+from effv2.config.schema import DataConfig, WorkerKind
 from effv2.data.digits import materialise_digits
 from effv2.data.imagefolder import ImageFolderSplit, scan_split
 from effv2.data.transforms import EvalTransform, TrainTransform
@@ -63,19 +63,21 @@ def _rows(source: _FileSource) -> ds.Dataset:
     return ds.GeneratorDataset(source, column_names=source.columns, shuffle=False, num_parallel_workers=1)
 
 
-WORKER_KINDS = ("auto", "thread", "process")
-
-
-def resolve_worker_kind(kind: str) -> str:
+def resolve_worker_kind(kind: WorkerKind | str) -> str:
     """``auto`` -> threads: with the compiled kernels and simplejpeg an image holds the GIL for
     a small share of its time, and threads then deliver as many images per second as processes
     without copying every batch through shared memory (benchmarks/bench_data.py; README)."""
-    if kind not in WORKER_KINDS:
-        raise UserError(f"data.worker_kind={kind!r} is not one of {', '.join(WORKER_KINDS)}")
-    return "thread" if kind == "auto" else kind
+    try:
+        kind = WorkerKind(kind)
+    except ValueError:
+        accepted = ", ".join(k.value for k in WorkerKind)
+        raise UserError(f"data.worker_kind={kind!r} is not one of {accepted}") from None
+    return WorkerKind.thread.value if kind is WorkerKind.auto else kind.value
 
 
-def _map(dataset: ds.Dataset, transform: Callable, input_columns: list[str], workers: int, kind: str) -> ds.Dataset:
+def _map(
+    dataset: ds.Dataset, transform: Callable, input_columns: list[str], workers: int, kind: WorkerKind
+) -> ds.Dataset:
     """The per-image transform on ``workers`` threads or processes (MindSpore's process pool with
     shared memory); the result is the same bits either way, as every random choice is keyed."""
     return dataset.map(
@@ -109,10 +111,6 @@ def open_split(data_cfg: DataConfig, split: str) -> ImageFolderSplit:
     split_files = scan_split(resolve_root(data_cfg), split, data_cfg.on_bad_image.name, data_cfg.remote_cache)
     _check_classes(data_cfg, split_files)
     return split_files
-
-
-def _choice(value: object) -> str:
-    return str(getattr(value, "name", value))
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -151,7 +149,7 @@ def train_epoch(
     _check_positive("data.train_size", image_size)
     transform = TrainTransform(data_cfg, image_size, uint8_out)
     source = _FileSource(split, [int(i) for i in indices], key_prefix=(seed, epoch), record_to=record_to)
-    dataset = _map(_rows(source), transform, ["image", "key"], workers, _choice(data_cfg.worker_kind))
+    dataset = _map(_rows(source), transform, ["image", "key"], workers, data_cfg.worker_kind)
     return dataset.batch(data_cfg.batch_size, drop_remainder=True)
 
 
@@ -168,6 +166,6 @@ def build_eval_split(
     rank, world_size = shard
     source = _FileSource(split, list(range(rank, split.num_images, world_size)))
     transform = EvalTransform(data_cfg, image_size)
-    dataset = _map(_rows(source), transform, ["image"], workers, _choice(data_cfg.worker_kind))
+    dataset = _map(_rows(source), transform, ["image"], workers, data_cfg.worker_kind)
     dataset = dataset.batch(data_cfg.eval_batch_size, drop_remainder=False)
     return LoadedSplit(dataset, split, data_cfg.eval_batch_size)

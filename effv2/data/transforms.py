@@ -165,8 +165,7 @@ class TrainTransform:
             crop = box or geometry.CropBox(0, 0, height, width)
             image, factor = decode_scaled(encoded, downscale_factor(crop.height, crop.width, self.size), height, width)
             if factor > 1:
-                resized = geometry.resize_window(image, crop, factor, self.size, self.size, mirror=flip)
-                return kernels.truncate_to_uint8(resized) if truncate else resized
+                return geometry.resize_window(image, crop, factor, self.size, self.size, flip, truncate)
         else:
             image = decode(encoded)
         if image.shape[:2] != (height, width):  # the box came from the header; the loops do not bound-check
