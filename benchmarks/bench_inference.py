@@ -28,7 +28,7 @@ from common import cpu_name, interleaved_medians, write_results  # noqa: E402
 from mindspore import Tensor, nn  # noqa: E402
 
 from effv2.data.digits import materialise_digits  # noqa: E402
-from effv2.data.imagefolder import scan_split  # noqa: E402
+from effv2.data.imagefolder import list_split  # noqa: E402
 from effv2.data.transforms import EvalTransform  # noqa: E402
 from effv2.deploy.dynamic_batch import make_batch_dynamic  # noqa: E402
 from effv2.deploy.predictor import prepare_file  # noqa: E402
@@ -67,7 +67,7 @@ def real_images(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
          "mean": [127.5] * 3, "std": [127.5] * 3}
     )  # fmt: skip
     root = materialise_digits()
-    train, val = scan_split(root, "train"), scan_split(root, "val")
+    train, val = list_split(root, "train"), list_split(root, "val")
     pick = np.random.default_rng(0).permutation(train.num_images)[:CALIBRATION_IMAGES]
     calibration = np.stack([prepare_file(transform, train.files[i]) for i in sorted(pick)])
     images = np.stack([prepare_file(transform, path) for path in val.files])

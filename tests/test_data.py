@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import CONF_DIR
 from effv2.config import register_configs
 from effv2.data.digits import materialise_digits
-from effv2.data.imagefolder import scan_split
+from effv2.data.imagefolder import list_split
 from effv2.data.pipeline import build_eval_split, open_train_split, train_epoch
 from effv2.data.sharding import BatchPlan, epoch_order
 from effv2.errors import UserError
@@ -26,7 +26,7 @@ def _data_cfg(*overrides: str):
 
 
 def test_digits_are_all_1797_real_images_split_80_20(digits_root: Path) -> None:
-    train, val = scan_split(digits_root, "train"), scan_split(digits_root, "val")
+    train, val = list_split(digits_root, "train"), list_split(digits_root, "val")
     assert train.num_images + val.num_images == 1797
     assert val.num_images == 359
     assert train.class_names == val.class_names == tuple(str(d) for d in range(10))
@@ -47,7 +47,8 @@ def _first_train_batch(cfg):
     split = open_train_split(cfg)
     order = BatchPlan(cfg.batch_size).rank_indices(epoch_order(split.num_images, seed=0, epoch=1), 0)
     dataset = train_epoch(cfg, split, order, workers=1)
-    return next(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)), split
+    images, labels, _ = next(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
+    return (images, labels), split
 
 
 def test_train_batches_have_the_configured_shape(digits_root: Path) -> None:
@@ -102,7 +103,7 @@ def test_augmentation_does_not_depend_on_the_worker_count_or_kind(photo_folder: 
         order = epoch_order(split.num_images, seed=0, epoch=3)
         for workers in (1, 2):
             dataset = train_epoch(cfg, split, order, workers, seed=0, epoch=3)
-            batches[kind, workers] = [b for b, _ in dataset.create_tuple_iterator(output_numpy=True)]
+            batches[kind, workers] = [b for b, *_ in dataset.create_tuple_iterator(output_numpy=True)]
     reference = batches["thread", 1]
     assert len(reference) == 24 // 8
     for setting, found in batches.items():
@@ -110,7 +111,7 @@ def test_augmentation_does_not_depend_on_the_worker_count_or_kind(photo_folder: 
         for one, other in zip(reference, found, strict=True):
             np.testing.assert_array_equal(one, other, err_msg=str(setting))
     # the same images in another order get the same augmentation; another epoch gets another
-    reordered = [b for b, _ in train_epoch(cfg, split, order[::-1], 1, seed=0, epoch=3).create_tuple_iterator(
+    reordered = [b for b, *_ in train_epoch(cfg, split, order[::-1], 1, seed=0, epoch=3).create_tuple_iterator(
         output_numpy=True)]  # fmt: skip
     np.testing.assert_array_equal(reordered[-1][::-1], reference[0])
     other_epoch = next(train_epoch(cfg, split, order, 1, seed=0, epoch=4).create_tuple_iterator(output_numpy=True))[0]
@@ -133,7 +134,7 @@ def test_randaugment_and_autoaugment_are_exclusive(digits_root: Path) -> None:
 
 def test_eval_split_keeps_the_last_partial_batch(digits_root: Path) -> None:
     loaded = build_eval_split(_data_cfg("data.eval_batch_size=64"), workers=1)
-    sizes = [images.shape[0] for images, _ in loaded.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)]
+    sizes = [images.shape[0] for images, *_ in loaded.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)]
     assert sum(sizes) == 359 and sizes[-1] == 359 % 64
 
 
@@ -153,7 +154,7 @@ def test_eval_center_crop_uses_crop_pct(tmp_path: Path) -> None:
         "data.crop_pct=0.5",
         "data.eval_batch_size=1",
     )
-    images, _ = next(build_eval_split(cfg, workers=1).dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
+    images, *_ = next(build_eval_split(cfg, workers=1).dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
     assert images.shape == (1, 3, 20, 20) and np.allclose(images, 1.0)
 
 
@@ -164,10 +165,10 @@ def test_class_count_mismatch_is_reported(digits_root: Path) -> None:
 
 def test_missing_root_and_split_are_reported(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="is not a directory"):
-        scan_split(tmp_path / "absent", "train")
+        list_split(tmp_path / "absent", "train")
     (tmp_path / "train").mkdir()
     with pytest.raises(UserError, match="split 'val' is missing"):
-        scan_split(tmp_path, "val")
+        list_split(tmp_path, "val")
 
 
 def test_the_file_table_lists_what_the_folder_holds(photo_folder: Path) -> None:

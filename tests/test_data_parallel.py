@@ -167,7 +167,7 @@ def test_checkpointed_bn_statistics_are_the_average_of_the_ranks(runs: dict[str,
         net = build_model(cfg.model)
         load_weights(net, start, prefer_ema=False)
         indices = np.array([index_of[p] for p in _reads(runs["one_then_two"], 3, rank)])
-        images, _ = next(train_epoch(cfg.data, split, indices, 1).create_tuple_iterator(output_numpy=True))
+        images, *_ = next(train_epoch(cfg.data, split, indices, 1).create_tuple_iterator(output_numpy=True))
         # epoch 3's micro-batch of this rank is global micro-batch 2 * 2 + rank: its masks
         net.rng_step.set_data(ms.Tensor(np.array([BatchPlan(BATCH, 2).global_micro(2, rank)], np.int64)))
         net.set_train(True)

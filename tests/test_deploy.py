@@ -117,7 +117,7 @@ def test_int8_export_keeps_its_accuracy_and_the_report_is_exact(int8_export: Pat
     cfg = load_run_config(int8_export)
     loaded = build_eval_split(cfg.data, workers=1)
     batches, labels = [], []
-    for images, target in loaded.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+    for images, target, _ in loaded.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
         batches.append(images)
         labels.append(target)
     labels = np.concatenate(labels)

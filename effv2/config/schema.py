@@ -142,6 +142,16 @@ class ProgressiveFormula(Enum):
     official_code = "official_code"
 
 
+class ManifestCheck(Enum):
+    listing = "listing"  # list the folder again (names and sizes; no image opened), re-write on change
+    none = "none"  # trust an existing manifest: a frozen data set where listing is slow
+
+
+class DataFormat(Enum):
+    folder = "folder"  # <root>/<split>/<class>/<image>
+    mindrecord = "mindrecord"  # <root>/<split>/ shards written by python -m effv2.data.pack
+
+
 class DecodeMode(Enum):
     exact = "exact"  # every pixel of the full decode: the official preprocessing's input
     fast = "fast"  # JPEG: decode at 1/2, 1/4 or 1/8 scale (in the DCT) when the crop keeps >= the target size
@@ -234,7 +244,15 @@ class DataConfig:
     eval_crop: EvalCrop = EvalCrop.center
     crop_pct: float = 0.875
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # a corrupt, truncated or non-image file: skip it (counted and logged) or stop naming it
+    # how data.root holds the images: class folders, or MindRecord shards packed from them
+    format: DataFormat = DataFormat.folder
+    # the folder holding <split>.manifest.npz, each split's listing (local or remote); null:
+    # $EFFV2_CACHE/manifests/<hash of the split's location>/
+    manifest: Optional[str] = None
+    # how the launching process checks an existing manifest against the folder (README)
+    manifest_check: ManifestCheck = ManifestCheck.listing
+    # an image that fails to decode: train on a substitute (the next image of the split that
+    # decodes; logged once, counted per epoch) and leave it out of evaluation, or stop naming it
     on_bad_image: BadImagePolicy = BadImagePolicy.skip
     # a remote data.root (s3://...): keep each image in a local cache after its first read
     # (fsspec's simplecache, under $EFFV2_CACHE/remote) instead of downloading it every epoch

@@ -9,6 +9,9 @@ the image's key, so with ``data.decode=fast`` a JPEG whose crop is at least twic
 size is decoded at 1/2, 1/4 or 1/8 scale in the DCT (libjpeg's scaled IDCT), never at full size.
 That changes pixels (a DCT-domain downscale, not the official bilinear resize of the full
 decode), so it is opt-in.
+
+Bytes that are no image, or a JPEG / PNG cut short (no end-of-image marker in its last 64 bytes:
+libjpeg would fill the missing rows with grey and carry on), raise :class:`BadImage`.
 """
 
 from __future__ import annotations
@@ -24,26 +27,50 @@ _JPEG_MAGIC = b"\xff\xd8"
 _RGB_JPEG_SPACES = ("YCbCr", "Gray", "RGB")
 # libjpeg's scaled IDCT offers M/8 for M = 1..16; only the exact halvings keep pixel centres simple
 SCALE_FACTORS = (8, 4, 2)
+_END_MARKERS = {b"\xff\xd8": (b"\xff\xd9", "JPEG"), b"\x89P": (b"IEND\xae\x42\x60\x82", "PNG")}
+
+
+class BadImage(ValueError):
+    """Bytes this pipeline cannot decode into an image; the message says why."""
+
+
+def _check_whole(data: bytes | np.ndarray) -> None:
+    """A JPEG or PNG must end with its end-of-image marker (a truncated download lacks it)."""
+    marker = _END_MARKERS.get(bytes(data[:2]))
+    if marker is not None and marker[0] not in bytes(data[-64:]):
+        raise BadImage(f"truncated {marker[1]} (no end-of-image marker)")
 
 
 def _as_bytes(encoded: bytes | np.ndarray) -> bytes | np.ndarray:
-    return encoded if isinstance(encoded, bytes) else np.ascontiguousarray(encoded, np.uint8)
+    if isinstance(encoded, bytes):
+        return encoded
+    if encoded.dtype.kind == "S":  # a MindRecord bytes field arrives as one fixed-width string
+        return encoded.tobytes()
+    return np.ascontiguousarray(encoded, np.uint8)
 
 
 def _is_jpeg(data: bytes | np.ndarray) -> bool:
     return bytes(data[:2]) == _JPEG_MAGIC
 
 
+def _unreadable(exc: Exception) -> BadImage:
+    return BadImage(f"not a readable image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+
+
 def _pillow(data: bytes | np.ndarray) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.asarray(image)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+            return np.asarray(image)
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise _unreadable(exc) from None
 
 
 def decode(encoded: bytes | np.ndarray) -> np.ndarray:
     """Encoded image bytes -> uint8 RGB HWC (grayscale and palette images are converted)."""
     data = _as_bytes(encoded)
+    _check_whole(data)
     if _simple_jpeg(data):
         try:
             return simplejpeg.decode_jpeg(data, colorspace="RGB")
@@ -71,8 +98,11 @@ def image_size(encoded: bytes | np.ndarray) -> tuple[int, int]:
             return int(height), int(width)
         except ValueError:
             pass
-    with Image.open(io.BytesIO(data)) as image:
-        width, height = image.size
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception as exc:  # Pillow raises many types for broken files
+        raise _unreadable(exc) from None
     return height, width
 
 
@@ -88,6 +118,7 @@ def decode_scaled(encoded: bytes | np.ndarray, factor: int, height: int, width: 
     """A ``height`` x ``width`` JPEG decoded at 1 / ``factor`` scale (sides rounded up, as libjpeg
     does), and the factor it was decoded at: 1 (the full decode) for other formats."""
     data = _as_bytes(encoded)
+    _check_whole(data)
     if factor > 1 and _simple_jpeg(data):
         scaled = -(-height // factor), -(-width // factor)
         try:

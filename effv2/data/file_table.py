@@ -25,6 +25,21 @@ class FileTable(Sequence[str]):
         np.cumsum([len(name) for name in encoded], out=self.offsets[1:])
         self.buffer = np.frombuffer(b"".join(encoded), np.uint8)
 
+    @classmethod
+    def from_arrays(cls, prefix: str, buffer: np.ndarray, offsets: np.ndarray) -> FileTable:
+        """A table over arrays already built (a manifest's): no per-file work."""
+        table = cls.__new__(cls)
+        table.prefix = prefix.rstrip("/")
+        table.buffer = np.asarray(buffer, np.uint8)
+        table.offsets = np.asarray(offsets, np.int64)
+        if table.offsets.ndim != 1 or len(table.offsets) == 0 or table.offsets[-1] != len(table.buffer):
+            raise ValueError("file table offsets do not match its buffer")
+        return table
+
+    def with_prefix(self, prefix: str) -> FileTable:
+        """The same relative paths below another folder (the arrays are shared, not copied)."""
+        return FileTable.from_arrays(prefix, self.buffer, self.offsets)
+
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
@@ -48,6 +63,10 @@ class FileTable(Sequence[str]):
 
     def __iter__(self) -> Iterator[str]:
         return (self[i] for i in range(len(self)))
+
+    def relative_paths(self) -> list[str]:
+        """Every path below the split's folder, in order (one Python string each: for diffs, not the hot path)."""
+        return [self.relative(i) for i in range(len(self))]
 
     def nbytes(self) -> int:
         """Memory held by the table's arrays."""

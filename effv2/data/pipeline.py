@@ -1,8 +1,10 @@
 """Training and evaluation pipelines on mindspore.dataset, shared by every data set.
 
-The sources read encoded files in a given order of image indices; the per-image work (decode,
-crop, resize, augmentation, normalisation: ``effv2.data.transforms``) runs in the dataset's
-parallel workers, keyed by image so that the result does not depend on which worker ran it.
+The sources read encoded images in a given order of image indices, from the files of a folder or
+by row from MindRecord shards; the per-image work (decode, crop, resize, augmentation,
+normalisation: ``effv2.data.transforms``) runs in the dataset's parallel workers, keyed by image
+so that the result does not depend on which worker ran it. An image that does not decode is
+handled there too (``effv2.data.bad_images``).
 """
 
 from __future__ import annotations
@@ -14,53 +16,58 @@ from pathlib import Path
 import mindspore.dataset as ds
 import numpy as np
 
-from effv2.config.schema import DataConfig, WorkerKind
+from effv2.config.schema import DataConfig, DataFormat, WorkerKind
+from effv2.data import manifest, mindrecord
+from effv2.data.bad_images import BadImageLog, EvalRows, SubstitutingTrain
 from effv2.data.digits import materialise_digits
-from effv2.data.imagefolder import ImageFolderSplit, scan_split
+from effv2.data.split import ImageSplit
 from effv2.data.transforms import EvalTransform, TrainTransform
 from effv2.errors import UserError
 from effv2.storage.location import is_remote, local_path
 
+ROW_COLUMNS = ["image", "label", "index"]
+
 
 class _FileSource:
-    """Random-access (encoded bytes, label[, augmentation key]) rows of a split, in a given order
-    of indices. ``key_prefix`` = (seed, epoch) adds the key column [seed, epoch, image index];
-    with ``record_to`` set, the path of every file is appended to that text file as it is read."""
+    """Random-access (encoded bytes, label, image index) rows of a split's files, in a given order."""
 
-    def __init__(
-        self,
-        split: ImageFolderSplit,
-        indices: list[int],
-        key_prefix: tuple[int, int] | None = None,
-        record_to: Path | None = None,
-    ) -> None:
+    def __init__(self, split: ImageSplit, indices: list[int]) -> None:
         self.files = split.files
         self.read = split.read
         self.labels = split.labels
         self.indices = indices
-        self.key_prefix = key_prefix
-        self.record_to = record_to
-
-    @property
-    def columns(self) -> list[str]:
-        return ["image", "label"] if self.key_prefix is None else ["image", "label", "key"]
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, row: int) -> tuple[np.ndarray, ...]:
         index = self.indices[row]
-        if self.record_to is not None:
-            with self.record_to.open("a") as record:
-                record.write(f"{self.files[index]}\n")
-        encoded, label = self.read(self.files[index]), np.array(self.labels[index], np.int32)
-        if self.key_prefix is None:
-            return encoded, label
-        return encoded, label, np.array([*self.key_prefix, index], np.int64)
+        return self.read(self.files[index]), np.array(self.labels[index], np.int32), np.array(index, np.int64)
 
 
-def _rows(source: _FileSource) -> ds.Dataset:
-    return ds.GeneratorDataset(source, column_names=source.columns, shuffle=False, num_parallel_workers=1)
+class _ReadRecord:
+    """Appends the path of each image, in the order the pipeline reads them, to a text file."""
+
+    def __init__(self, split: ImageSplit, path: Path) -> None:
+        self.files, self.path = split.files, path
+
+    def __call__(self, index: np.ndarray) -> np.ndarray:
+        with self.path.open("a") as record:
+            record.write(f"{self.files[int(index)]}\n")
+        return index
+
+
+def _rows(split: ImageSplit, indices: list[int], record_to: Path | None = None) -> ds.Dataset:
+    """(image, label, index) of ``indices`` in that order: files, or rows of the packed shards."""
+    if split.shards:
+        rows = mindrecord.shard_rows(split, indices)
+    else:
+        rows = ds.GeneratorDataset(
+            _FileSource(split, indices), column_names=ROW_COLUMNS, shuffle=False, num_parallel_workers=1
+        )
+    if record_to is not None:  # one worker: called in reading order
+        rows = rows.map(_ReadRecord(split, record_to), input_columns=["index"], num_parallel_workers=1)
+    return rows
 
 
 def resolve_worker_kind(kind: WorkerKind | str) -> str:
@@ -75,13 +82,13 @@ def resolve_worker_kind(kind: WorkerKind | str) -> str:
     return WorkerKind.thread.value if kind is WorkerKind.auto else kind.value
 
 
-def _map(
-    dataset: ds.Dataset, transform: Callable, input_columns: list[str], workers: int, kind: WorkerKind
-) -> ds.Dataset:
-    """The per-image transform on ``workers`` threads or processes (MindSpore's process pool with
-    shared memory); the result is the same bits either way, as every random choice is keyed."""
+def _map(dataset: ds.Dataset, transform: Callable, output_columns: list[str], workers: int,
+         kind: WorkerKind) -> ds.Dataset:  # fmt: skip
+    """The per-image transform of the (image, label, index) rows on ``workers`` threads or
+    processes (MindSpore's process pool with shared memory); the result is the same bits either
+    way, as every random choice is keyed."""
     return dataset.map(
-        transform, input_columns=input_columns, output_columns=["image"], num_parallel_workers=workers,
+        transform, input_columns=ROW_COLUMNS, output_columns=output_columns, num_parallel_workers=workers,
         python_multiprocessing=resolve_worker_kind(kind) == "process",
     )  # fmt: skip
 
@@ -90,9 +97,10 @@ def _map(
 class LoadedSplit:
     """An evaluation dataset with the split it reads and its batch size."""
 
-    dataset: ds.Dataset
-    split: ImageFolderSplit
+    dataset: ds.Dataset  # batches of (image, label, bad: the image index, -1 where it decoded)
+    split: ImageSplit
     batch_size: int
+    bad_images: BadImageLog  # the bad images met so far: each named once over the epochs
 
 
 def resolve_root(data_cfg: DataConfig) -> Path | str:
@@ -106,11 +114,41 @@ def resolve_root(data_cfg: DataConfig) -> Path | str:
     return data_cfg.root if is_remote(data_cfg.root) else local_path(data_cfg.root)
 
 
-def open_split(data_cfg: DataConfig, split: str) -> ImageFolderSplit:
-    """One split of the configured data set, scanned and validated."""
-    split_files = scan_split(resolve_root(data_cfg), split, data_cfg.on_bad_image.name, data_cfg.remote_cache)
-    _check_classes(data_cfg, split_files)
-    return split_files
+def open_split(data_cfg: DataConfig, split: str, run_dir: Path | None = None) -> ImageSplit:
+    """One split of the configured data set. From a listing, checked against its manifest (see
+    effv2.data.manifest), or from packed shards; in a launched rank, the manifest the launching
+    process pinned in ``run_dir``, without listing anything."""
+    root = resolve_root(data_cfg)
+    pinned = manifest.read_pinned(run_dir, split)
+    if data_cfg.format is DataFormat.mindrecord:
+        folder = Path(pinned[0]).parent if pinned else mindrecord.packed_folder(root, split, data_cfg.remote_cache)
+        opened = mindrecord.open_packed(folder)
+        if pinned and opened.fingerprint != pinned[1]:
+            raise UserError(f"the pack in {folder} changed after the job started; start it again")
+    elif pinned:
+        opened = manifest.load_pinned(pinned, root, split, data_cfg.remote_cache)
+    else:
+        opened = manifest.open_split(root, split, data_cfg.manifest, data_cfg.manifest_check, data_cfg.remote_cache)[0]
+    _check_classes(data_cfg, opened)
+    return opened
+
+
+def pin_splits(data_cfg: DataConfig, splits: list[str], run_dir: Path) -> None:
+    """Open ``splits`` here, once, and pin their manifests in ``run_dir`` for the ranks this
+    process is about to start (which then list nothing and fetch nothing)."""
+    root = resolve_root(data_cfg)
+    pinned = {}
+    for split in splits:
+        if data_cfg.format is DataFormat.mindrecord:
+            folder = mindrecord.packed_folder(root, split, data_cfg.remote_cache)
+            opened, location = mindrecord.open_packed(folder), str(folder / mindrecord.ROWS)
+        else:
+            opened, location = manifest.open_split(
+                root, split, data_cfg.manifest, data_cfg.manifest_check, data_cfg.remote_cache
+            )
+        _check_classes(data_cfg, opened)
+        pinned[split] = (location, opened.fingerprint)
+    manifest.pin(run_dir, pinned)
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -118,21 +156,21 @@ def _check_positive(name: str, value: int) -> None:
         raise UserError(f"{name}={value} must be a positive integer")
 
 
-def _check_classes(data_cfg: DataConfig, split: ImageFolderSplit) -> None:
+def _check_classes(data_cfg: DataConfig, split: ImageSplit) -> None:
     found = len(split.class_names)
     if found != data_cfg.num_classes:
         raise UserError(f"data.num_classes={data_cfg.num_classes} but {str(split.path)!r} has {found} class folders")
 
 
-def open_train_split(data_cfg: DataConfig) -> ImageFolderSplit:
-    """Scan and validate the training split once; epochs are then built from it."""
+def open_train_split(data_cfg: DataConfig, run_dir: Path | None = None) -> ImageSplit:
+    """Open the training split once; epochs are then built from it."""
     _check_positive("data.batch_size", data_cfg.batch_size)
-    return open_split(data_cfg, data_cfg.train_split)
+    return open_split(data_cfg, data_cfg.train_split, run_dir)
 
 
 def train_epoch(
     data_cfg: DataConfig,
-    split: ImageFolderSplit,
+    split: ImageSplit,
     indices: np.ndarray,
     workers: int,
     image_size: int | None = None,
@@ -141,20 +179,25 @@ def train_epoch(
     epoch: int = 1,
     uint8_out: bool = False,
 ) -> ds.Dataset:
-    """Batches of (image, label) over ``indices`` in that order, with the training transforms
-    keyed by (``seed``, ``epoch``, image index); ``record_to``: a text file that receives the
-    path of every image as it is read; ``uint8_out``: uint8 NHWC batches, not normalised
-    (the compiled step normalises them: effv2.training.step.DeviceNormalise)."""
+    """Batches of (image, label, replaced) over ``indices`` in that order, with the training
+    transforms keyed by (``seed``, ``epoch``, image index); ``replaced``: [bad index, substitute]
+    per row, [-1, -1] where the image decoded (effv2.data.bad_images). ``record_to``: a text file
+    that receives the path of every image as it is read; ``uint8_out``: uint8 NHWC batches, not
+    normalised (the compiled step normalises them: effv2.training.step.DeviceNormalise)."""
     image_size = data_cfg.train_size if image_size is None else image_size
     _check_positive("data.train_size", image_size)
-    transform = TrainTransform(data_cfg, image_size, uint8_out)
-    source = _FileSource(split, [int(i) for i in indices], key_prefix=(seed, epoch), record_to=record_to)
-    dataset = _map(_rows(source), transform, ["image", "key"], workers, data_cfg.worker_kind)
+    transform = SubstitutingTrain(TrainTransform(data_cfg, image_size, uint8_out), split, seed, epoch)
+    rows = _rows(split, [int(i) for i in indices], record_to)
+    dataset = _map(rows, transform, ["image", "label", "replaced"], workers, data_cfg.worker_kind)
     return dataset.batch(data_cfg.batch_size, drop_remainder=True)
 
 
 def build_eval_split(
-    data_cfg: DataConfig, workers: int, image_size: int | None = None, shard: tuple[int, int] = (0, 1)
+    data_cfg: DataConfig,
+    workers: int,
+    image_size: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+    run_dir: Path | None = None,
 ) -> LoadedSplit:
     """Every validation image, in a fixed order; the last batch may be partial. With
     ``shard=(rank, world_size)`` this rank gets images rank, rank + world_size, ...: over all
@@ -162,10 +205,11 @@ def build_eval_split(
     image_size = data_cfg.eval_size if image_size is None else image_size
     _check_positive("data.eval_size", image_size)
     _check_positive("data.eval_batch_size", data_cfg.eval_batch_size)
-    split = open_split(data_cfg, data_cfg.val_split)
+    split = open_split(data_cfg, data_cfg.val_split, run_dir)
     rank, world_size = shard
-    source = _FileSource(split, list(range(rank, split.num_images, world_size)))
-    transform = EvalTransform(data_cfg, image_size)
-    dataset = _map(_rows(source), transform, ["image"], workers, data_cfg.worker_kind)
+    rows = _rows(split, list(range(rank, split.num_images, world_size)))
+    transform = EvalRows(EvalTransform(data_cfg, image_size))
+    dataset = _map(rows, transform, ["image", "label", "bad"], workers, data_cfg.worker_kind)
     dataset = dataset.batch(data_cfg.eval_batch_size, drop_remainder=False)
-    return LoadedSplit(dataset, split, data_cfg.eval_batch_size)
+    bad_images = BadImageLog(split, data_cfg.on_bad_image.value, "validation")
+    return LoadedSplit(dataset, split, data_cfg.eval_batch_size, bad_images)

@@ -21,7 +21,7 @@ import numpy as np
 from effv2.config.schema import DataConfig
 from effv2.data import geometry, kernels
 from effv2.data.augment import autoaugment_v0, randaugment
-from effv2.data.decode import decode, decode_scaled, downscale_factor, image_size
+from effv2.data.decode import BadImage, decode, decode_scaled, downscale_factor, image_size
 from effv2.data.image_ops import cutout
 from effv2.errors import UserError
 
@@ -169,7 +169,7 @@ class TrainTransform:
         else:
             image = decode(encoded)
         if image.shape[:2] != (height, width):  # the box came from the header; the loops do not bound-check
-            raise ValueError(f"decoded {image.shape[1]}x{image.shape[0]} pixels, the header says {width}x{height}")
+            raise BadImage(f"decoded {image.shape[1]}x{image.shape[0]} pixels, the header says {width}x{height}")
         return geometry.resize(image, self.size, self.size, self.interpolation, flip, truncate, box)
 
     def _erase(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -15,13 +15,12 @@ import numpy as np
 from mindspore import Tensor
 
 from effv2.config.schema import RunConfig
-from effv2.data.imagefolder import scan_split
-from effv2.data.pipeline import resolve_root
+from effv2.data.pipeline import open_split
 from effv2.data.transforms import EvalTransform
 from effv2.deploy.backends import Backend, open_backend
 from effv2.deploy.dynamic_batch import make_batch_dynamic
 from effv2.deploy.exported import ExportedModel
-from effv2.deploy.predictor import Predictor, prepare_file, run_batched
+from effv2.deploy.predictor import Predictor, decodable_files, run_batched
 from effv2.deploy.quantize import quantize_int8
 from effv2.errors import UserError
 from effv2.launch.device import backend_available
@@ -147,13 +146,13 @@ def _try_dynamic_batch(net: Any, path: Path, shape: tuple, cfg: RunConfig) -> di
 
 
 def _batches(
-    files: list[Path | str], predictor: Predictor, read: Callable[[Path | str], np.ndarray]
+    files: list[Path | str], predictor: Predictor, read: Callable[[Path | str], np.ndarray], policy: str
 ) -> list[np.ndarray]:
     """Preprocessed images in batches the file accepts: CALIBRATION_BATCH images (calibration
     holds one batch's intermediate tensors at a time), or a fixed-batch file's own batch (which
     drops the remainder beyond the first batch rather than calibrate on padding)."""
     step = CALIBRATION_BATCH if predictor.exported.dynamic_batch else predictor.batch_size
-    images = np.stack([prepare_file(predictor.transform, path, read) for path in files])
+    images = decodable_files(predictor.transform, files, read, policy)[0]
     if not predictor.exported.dynamic_batch:
         images = images[: max(step, len(images) // step * step)]
     return [images[start : start + step] for start in range(0, len(images), step)]
@@ -179,9 +178,7 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 def _quantized(cfg: RunConfig, fp32: ExportedModel) -> ExportedModel:
     """The INT8 sibling of ``fp32``: calibrated, measured on every val image against FP32, gated."""
     export, data = cfg.export, cfg.data
-    root = resolve_root(data)
-    train = scan_split(root, data.train_split, data.on_bad_image.name, data.remote_cache)
-    val = scan_split(root, data.val_split, data.on_bad_image.name, data.remote_cache)
+    train, val = open_split(data, data.train_split), open_split(data, data.val_split)
     pick = np.random.default_rng(cfg.seed).permutation(train.num_images)[: export.calibration_images]
     fp32_predictor = Predictor.from_export(fp32, batch_size=cfg.infer.batch_size)
     int8_path = fp32.path.with_name(f"{fp32.path.stem}.int8.onnx")
@@ -189,7 +186,7 @@ def _quantized(cfg: RunConfig, fp32: ExportedModel) -> ExportedModel:
     quantize_int8(
         fp32.path,
         int8_path,
-        _batches([train.files[i] for i in sorted(pick)], fp32_predictor, train.read),
+        _batches([train.files[i] for i in sorted(pick)], fp32_predictor, train.read, data.on_bad_image.value),
         method=export.calibration_method.name,
         per_channel=export.per_channel,
         reduce_range=export.reduce_range,
@@ -198,20 +195,21 @@ def _quantized(cfg: RunConfig, fp32: ExportedModel) -> ExportedModel:
     seconds = time.perf_counter() - started
     int8 = ExportedModel(int8_path, fp32.input_shape, fp32.class_names, {**fp32.report, "file": str(int8_path)})
     int8_predictor = Predictor.from_export(int8, batch_size=cfg.infer.batch_size)
-    labels = np.asarray(val.labels)
-    fp32_rows, int8_rows = [], []
+    fp32_rows, int8_rows, kept, pixels = [], [], [], np.zeros((0,))
     step = fp32_predictor.batch_size
     for start in range(0, val.num_images, step):  # each image decoded once, for both models
-        pixels = np.stack(
-            [prepare_file(fp32_predictor.transform, path, val.read) for path in val.files[start : start + step]]
+        pixels, positions = decodable_files(
+            fp32_predictor.transform, val.files[start : start + step], val.read, data.on_bad_image.value
         )
+        if not len(positions):
+            continue
+        kept.append(start + positions)
         fp32_rows.append(fp32_predictor.run(pixels))
         int8_rows.append(int8_predictor.run(pixels))
+    labels = np.asarray(val.labels)[np.concatenate(kept)]
     fp32_logits, int8_logits = np.concatenate(fp32_rows), np.concatenate(int8_rows)
     fp32_acc, int8_acc = _accuracy(fp32_logits, labels), _accuracy(int8_logits, labels)
-    timing_input = np.stack(
-        [prepare_file(fp32_predictor.transform, val.files[0], val.read)] * fp32_predictor.batch_size
-    )
+    timing_input = np.repeat(pixels[:1], fp32_predictor.batch_size, axis=0)
     quantization = {
         "scheme": "QDQ, int8 weights (7-bit with reduce_range), uint8 activations",
         "per_channel": export.per_channel,

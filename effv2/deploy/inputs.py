@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from effv2.data.imagefolder import IMAGE_EXTENSIONS, images_in, scan_split
+import numpy as np
+
+from effv2.data.bad_images import image_problem
+from effv2.data.imagefolder import IMAGE_EXTENSIONS, images_in, list_split
 from effv2.errors import UserError
 from effv2.storage.fetch import Kind, fetch
 from effv2.storage.location import is_remote, local_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,7 +46,7 @@ def collect_inputs(source: str | None, class_names: list[str], on_bad_image: str
             raise UserError(f"infer.input={source!r} holds no images")
         return InferInputs(direct, None)
     # a labelled ImageFolder split, read by the same scanner as training and eval
-    split = scan_split(path.parent, path.name, on_bad_image)
+    split = list_split(path.parent, path.name)
     folder_names = list(split.class_names)
     if class_names and set(folder_names) <= set(class_names):
         index = {name: i for i, name in enumerate(class_names)}
@@ -49,4 +55,14 @@ def collect_inputs(source: str | None, class_names: list[str], on_bad_image: str
     else:
         unknown = sorted(set(folder_names) - set(class_names))[:5]
         raise UserError(f"infer.input={source!r} has class folders the model does not know: {unknown}")
-    return InferInputs([Path(p) for p in split.files], [index[folder_names[label]] for label in split.labels])
+    files, labels = [], []
+    for file, label in zip(split.files, split.labels.tolist(), strict=True):
+        problem = image_problem(np.fromfile(file, np.uint8))
+        if problem is not None:
+            if on_bad_image == "error":
+                raise UserError(f"bad image {file!r}: {problem} (data.on_bad_image=skip would leave it out)")
+            log.warning("bad image %s: %s; left out (data.on_bad_image=skip)", file, problem)
+            continue
+        files.append(Path(file))
+        labels.append(index[folder_names[label]])
+    return InferInputs(files, labels)

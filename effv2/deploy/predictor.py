@@ -13,6 +13,7 @@ use) and the class names the export carries, ImageNet names for a 1,000-class he
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from effv2.config.schema import DataConfig
-from effv2.data.decode import decode
+from effv2.data.decode import BadImage, decode
 from effv2.data.transforms import EvalTransform
 from effv2.deploy.backends import Backend, open_backend
 from effv2.deploy.class_names import default_class_names
@@ -31,6 +32,9 @@ from effv2.storage.files import read_local
 ImageInput = str | Path | bytes | np.ndarray | Any  # Any: a PIL image
 
 _BACKEND_OF_SUFFIX = {".onnx": "onnxruntime", ".mindir": "mindir"}
+
+
+log = logging.getLogger(__name__)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -87,8 +91,26 @@ def prepare_file(
         return transform(read(path))
     except FileNotFoundError:
         raise UserError(f"image {str(path)!r} does not exist") from None
-    except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
+    except (OSError, BadImage) as exc:
         raise UserError(f"cannot decode image {str(path)!r}: {str(exc).splitlines()[0]}") from None
+
+
+def decodable_files(
+    transform: EvalTransform, files: Sequence[str | Path], read: Callable[[str | Path], np.ndarray], policy: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels of the files that decode, their positions in ``files``): a bad image is logged and
+    left out (``data.on_bad_image=skip``) or stops naming it (``error``)."""
+    pixels, kept = [], []
+    for position, path in enumerate(files):
+        try:
+            pixels.append(transform(read(path)))
+        except BadImage as exc:
+            if policy == "error":
+                raise UserError(f"bad image {str(path)!r}: {exc} (data.on_bad_image=skip would leave it out)") from None
+            log.warning("bad image %s: %s; left out (data.on_bad_image=skip)", path, exc)
+            continue
+        kept.append(position)
+    return np.stack(pixels) if pixels else np.zeros((0,)), np.asarray(kept, np.int64)
 
 
 class Predictor:

@@ -49,12 +49,13 @@ class RemoteFolder:
             return sorted(e["name"].rsplit("/", 1)[-1] for e in self.fs.ls(self.path, detail=True)
                           if e["type"] == "directory")  # fmt: skip
 
-    def files(self, relative: str) -> list[str]:
-        """Every file below ``relative`` (one listing), as paths relative to it, sorted."""
+    def files(self, relative: str) -> list[tuple[str, int]]:
+        """Every file below ``relative`` (one listing: the store reports sizes with the names), as
+        (path relative to it, size in bytes), sorted."""
         base = f"{self.path}/{relative}".rstrip("/")
         with storage_errors(self.what, self.url):
-            found = self.fs.find(base)
-        return sorted(p[len(base) + 1 :] for p in found)
+            found = self.fs.find(base, detail=True)
+        return sorted((p[len(base) + 1 :], int(info.get("size") or 0)) for p, info in found.items())
 
     def read(self, url: str) -> np.ndarray:
         """The bytes of ``url`` (a file of this folder)."""

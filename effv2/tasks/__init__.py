@@ -83,11 +83,23 @@ def run_task(cfg: RunConfig, run_dir: Path, multirun: bool = False) -> float:
         return _run(cfg, run_dir, multirun)
 
 
+def _pin_data(cfg: RunConfig, run_dir: Path) -> None:
+    """List (or fetch) the task's splits once on this node, before any rank starts: the ranks read
+    the manifests pinned in the run folder instead of each listing the folder."""
+    prepare_environment(cfg.hardware)
+    from effv2.data.pipeline import pin_splits
+
+    data = cfg.data
+    splits = [data.train_split, data.val_split] if cfg.task.name.name == "train" else [data.val_split]
+    pin_splits(data, splits, run_dir)
+
+
 def _run(cfg: RunConfig, run_dir: Path, multirun: bool) -> float:
     task = cfg.task.name.name
     if task != "convert" and needs_launch(cfg.hardware):
         if task in DATA_PARALLEL_TASKS:
             check_device(cfg.hardware, task)
+            _pin_data(cfg, run_dir)
             return launch(cfg, run_dir)
         log.info("task=%s runs as one process on one %s device of hardware=%s", task,
                  cfg.hardware.device_target.name, cfg.hardware.name)  # fmt: skip

@@ -24,33 +24,30 @@ def run(cfg: RunConfig, run_dir: Path) -> float:
     if cpu_kernels_wanted(cfg.hardware):
         use_cpu_kernels(net)
     meta = load_weights(net, cfg.ckpt)
-    val = evaluate_split(cfg, net)
+    val = evaluate_split(cfg, net, run_dir)
     payload = {
         "ckpt": str(Path(cfg.ckpt).expanduser().resolve()),
         "val_top1": val["top1"],
         "val_top5": val["top5"],
         "images": val["images"],
+        "bad_images": val["bad_images"],
         "weights": meta["weights"],
     }
     if ranks.current().is_main:
         write_json(run_dir / "metrics.json", payload)
+    left_out = f" ({val['bad_images']} bad images left out)" if val["bad_images"] else ""
     log.info(
-        "eval %s (%s weights): top-1 %.2f  top-5 %.2f over %d images; run folder %s",
-        cfg.ckpt,
-        meta["weights"],
-        val["top1"],
-        val["top5"],
-        val["images"],
-        run_dir,
-    )
+        "eval %s (%s weights): top-1 %.2f  top-5 %.2f over %d images%s; run folder %s",
+        cfg.ckpt, meta["weights"], val["top1"], val["top5"], val["images"], left_out, run_dir,
+    )  # fmt: skip
     return val["top1"]
 
 
-def evaluate_split(cfg: RunConfig, net: EfficientNetV2) -> dict[str, float]:
+def evaluate_split(cfg: RunConfig, net: EfficientNetV2, run_dir: Path | None = None) -> dict[str, float]:
     """Every validation image once: on several ranks each scores its shard and the counts are
     summed over the ranks."""
     from effv2.training.evaluate import evaluate
 
     info = ranks.current()
-    split = build_eval_split(cfg.data, cfg.hardware.num_workers, shard=(info.rank, info.world_size))
+    split = build_eval_split(cfg.data, cfg.hardware.num_workers, shard=(info.rank, info.world_size), run_dir=run_dir)
     return evaluate(net, split)

@@ -26,6 +26,8 @@ EPOCH_COLUMNS = (
     # images the epoch trained over all ranks, and the remainder no global batch took
     "train_images",
     "dropped_images",
+    # training images that did not decode and were replaced by their substitutes (all ranks)
+    "bad_images",
 )
 
 
@@ -40,6 +42,11 @@ class EpochLog:
             return list(csv.DictReader(handle))
 
     def append(self, row: dict[str, Any]) -> None:
+        rows = self.rows()
+        if rows and list(rows[0]) != list(EPOCH_COLUMNS):  # written by an older effv2: same values, new header
+            self.path.unlink()
+            for old in rows:
+                self.append(old)
         new = not self.path.exists()
         with self.path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS)

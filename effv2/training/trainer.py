@@ -20,6 +20,7 @@ from mindspore import Tensor, nn
 from tqdm import tqdm
 
 from effv2.config.schema import RunConfig
+from effv2.data.bad_images import BadImageLog
 from effv2.data.pipeline import build_eval_split, open_train_split, train_epoch
 from effv2.data.sharding import BatchPlan, epoch_order
 from effv2.data.transforms import device_normalise_blocker
@@ -102,8 +103,13 @@ class Trainer:
         self.ranks = ranks.current()
         self.world_size = self.ranks.world_size
         self.main = self.ranks.is_main
-        self.split = open_train_split(cfg.data)
-        self.val_data = build_eval_split(cfg.data, self.workers, shard=(self.ranks.rank, self.world_size))
+        # a launched rank reads the manifests the launching process pinned in the run folder
+        pinned_in = run_dir if self.ranks.distributed else None
+        self.split = open_train_split(cfg.data, pinned_in)
+        self.bad_images = BadImageLog(self.split, cfg.data.on_bad_image.value, "training")
+        self.val_data = build_eval_split(
+            cfg.data, self.workers, shard=(self.ranks.rank, self.world_size), run_dir=pinned_in
+        )
         if self.split.class_names != self.val_data.split.class_names:
             raise UserError(
                 f"train and val class folders differ under {self.split.path.parent}: "
@@ -333,6 +339,7 @@ class Trainer:
         self.net.rng_step.set_data(Tensor(np.array([self.plan.global_micro(run_micro, rank)], np.int64)))
         started = time.perf_counter()
         waited = 0.0
+        substituted = 0  # bad images this rank replaced this epoch
         steps_at_start = progress.steps_done
         if len(remaining):
             record_to = None
@@ -353,10 +360,11 @@ class Trainer:
             bar = tqdm(total=self.micro_per_epoch, initial=first_micro, desc=f"epoch {epoch}", disable=None)
             interval = cfg.train.checkpoint.recovery_interval
             ready = time.perf_counter()
-            for micro, (images, labels) in enumerate(
+            for micro, (images, labels, replaced) in enumerate(
                 dataset.create_tuple_iterator(num_epochs=1, output_numpy=True), start=first_micro
             ):
                 waited += time.perf_counter() - ready  # the step waited this long for its batch
+                substituted += self.bad_images.report(replaced[:, 0], replaced[:, 1])
                 global_micro = self.plan.global_micro((epoch - 1) * self.micro_per_epoch + micro, rank)
                 targets = smoothed_one_hot(labels, cfg.model.num_classes, cfg.train.label_smoothing)
                 images, targets = self.mixer(images, targets, global_micro)
@@ -395,6 +403,7 @@ class Trainer:
             bar.close()
         seconds = time.perf_counter() - started
         trained = (progress.steps_done - steps_at_start) * self.global_batch  # over all ranks
+        substituted = int(ranks.allreduce_sum(np.array([substituted], np.float64))[0])
         loss_sum, loss_count = self._epoch_loss()
         return {
             "epoch": epoch,
@@ -409,6 +418,7 @@ class Trainer:
             "data_wait": waited / seconds if trained else "",
             "train_images": self.steps_per_epoch * self.global_batch,
             "dropped_images": self.plan.dropped(self.split.num_images),
+            "bad_images": substituted,
         }
 
     def _interrupt(self, epoch: int, steps_done: int) -> None:
@@ -465,12 +475,13 @@ class Trainer:
             self.folder.finish_epoch()
             log.info(
                 "epoch %d/%d  loss %s  lr %.3g  %s%s img/s  %.1f s  (%s of it waiting for data)  "
-                "%d images trained over %d ranks, %d dropped as the remainder",
+                "%d images trained over %d ranks, %d dropped as the remainder%s",
                 epoch, epochs, _fmt(row["train_loss"], ".4f"), row["lr"],
                 "".join(f"{k} {row[k]:.2f}  " for k in ("val_top1", "val_top5", "ema_val_top1") if k in row),
                 _fmt(row["images_per_s"], ".1f"), row["seconds"],
                 f"{row['data_wait']:.0%}" if isinstance(row["data_wait"], float) else "-",
                 row["train_images"], self.world_size, row["dropped_images"],
+                f", {row['bad_images']} bad images replaced by substitutes" if row["bad_images"] else "",
             )  # fmt: skip
             self.progress.next_epoch()
         final = {**metrics, "best_" + best_key: self.progress.best, "epochs": epochs}

@@ -1,0 +1,107 @@
+"""A split packed into MindRecord shards (MindSpore's own container) and read back by index.
+
+``<root>/<split>/`` holds ``shard-<k>-of-<n>.mindrecord`` (each with MindRecord's ``.db`` index),
+the packed rows' manifest (``manifest.npz``: the original relative paths, labels, sizes) and
+``pack.json`` (class names and counts, the shards, the source's fingerprint, the images left
+out because they did not decode), written last. Row ``i`` of the shards, counted over the shards
+in order, is image ``i`` of the manifest, so a ``SubsetSampler`` of image indices reads exactly the
+rows the folder pipeline would read, in that order: the same keyed order, sharding over ranks and
+resume. A remote root's shards are fetched whole (fsspec) into a local folder first: under
+``$EFFV2_CACHE/remote`` and kept with ``data.remote_cache=true`` (a shard whose size already
+matches is not fetched again), otherwise into a temporary folder removed when the process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import mindspore.dataset as ds
+
+from effv2.cache import cache_dir
+from effv2.data import manifest
+from effv2.data.split import ImageSplit
+from effv2.errors import UserError
+from effv2.storage.location import filesystem, is_remote, join, local_path, storage_errors
+
+log = logging.getLogger(__name__)
+
+PACK_FORMAT = "effv2-mindrecord"
+PACK_VERSION = 1
+PACK_INFO = "pack.json"
+ROWS = "manifest.npz"
+COLUMNS = ["image", "label", "index"]
+SCHEMA = {"image": {"type": "bytes"}, "label": {"type": "int32"}, "index": {"type": "int64"}}
+
+
+def shard_name(shard: int, shards: int) -> str:
+    return f"shard-{shard:05d}-of-{shards:05d}.mindrecord"
+
+
+def _fetch(url: str, remote_cache: bool) -> Path:
+    """The packed split at ``url`` copied whole into a local folder (see the module)."""
+    fs, path = filesystem(url, "data.root")
+    with storage_errors("data.root", url):
+        if not fs.exists(f"{path}/{PACK_INFO}"):
+            raise UserError(f"data.root: {url} holds no {PACK_INFO}; pack it with python -m effv2.data.pack")
+        listing = {p.rsplit("/", 1)[-1]: int(info.get("size") or 0) for p, info in fs.find(path, detail=True).items()}
+    if remote_cache:
+        local = cache_dir() / "remote" / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    else:
+        (cache_dir() / "tmp").mkdir(parents=True, exist_ok=True)
+        local = Path(tempfile.mkdtemp(prefix="shards-", dir=cache_dir() / "tmp"))
+        atexit.register(shutil.rmtree, local, True)
+    local.mkdir(parents=True, exist_ok=True)
+    started, fetched = time.perf_counter(), 0
+    for name, size in sorted(listing.items()):
+        target = local / name
+        if name != PACK_INFO and target.is_file() and target.stat().st_size == size:
+            continue
+        with storage_errors("data.root", url):
+            fs.get(f"{path}/{name}", str(target))
+        fetched += size
+    log.info("data.root=%s: fetched %.1f MB of shards into %s in %.1f s%s", url, fetched / 1e6, local,
+             time.perf_counter() - started, " (kept: data.remote_cache)" if remote_cache else "")  # fmt: skip
+    return local
+
+
+def packed_folder(root: str | Path, split: str, remote_cache: bool = False) -> Path:
+    """The local folder holding the packed ``split`` (fetched first for a remote root)."""
+    if is_remote(root):
+        return _fetch(join(str(root), split), remote_cache)
+    folder = local_path(root) / split
+    if not (folder / PACK_INFO).is_file():
+        what = "does not exist" if not folder.is_dir() else f"holds no {PACK_INFO}"
+        raise UserError(
+            f"data.format=mindrecord: {str(folder)!r} {what}; pack an ImageFolder with "
+            f"python -m effv2.data.pack <root> {local_path(root)} --split {split}"
+        )
+    return folder
+
+
+def open_packed(folder: Path) -> ImageSplit:
+    """The split a local packed folder holds; its images are read from the shards."""
+    info = json.loads((folder / PACK_INFO).read_text())
+    if info.get("format") != PACK_FORMAT or info.get("version") != PACK_VERSION:
+        raise UserError(f"{folder / PACK_INFO} is not an effv2 MindRecord pack of version {PACK_VERSION}")
+    rows = manifest.decode((folder / ROWS).read_bytes(), str(folder), folder, None, str(folder / ROWS))
+    shards = tuple(str(folder / shard["file"]) for shard in info["shards"])
+    missing = [s for s in shards if not Path(s).is_file() or not Path(f"{s}.db").is_file()]
+    if missing:
+        raise UserError(f"the pack in {folder} lacks {missing[0]} (or its .db index); copy it again")
+    if rows.num_images != info["images"]:
+        raise UserError(f"the pack in {folder} lists {info['images']} images but its manifest {rows.num_images}")
+    return ImageSplit(folder, rows.class_names, rows.files, rows.labels, rows.sizes, rows.fingerprint, None, shards)
+
+
+def shard_rows(split: ImageSplit, indices: list[int]) -> ds.Dataset:
+    """(image bytes, label, index) of ``indices``, in that order, read by index from the shards."""
+    return ds.MindDataset(
+        list(split.shards), columns_list=COLUMNS, sampler=ds.SubsetSampler(indices), num_parallel_workers=1
+    )
