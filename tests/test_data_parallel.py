@@ -95,6 +95,9 @@ def test_two_ranks_train_what_one_process_with_accumulation_trains(runs: dict[st
     assert "batch 32 x 2 devices x 1 accumulation = 64" in log_text
     assert "64 images trained over 2 ranks, 16 dropped as the remainder" in log_text
     assert (two / "ranks" / "worker_1.log").is_file()
+    # the launching process listed the splits once; the ranks read its pinned manifests
+    assert set(json.loads((two / "data_manifests.json").read_text())) == {"train", "val"}
+    assert "images listed" not in (two / "ranks" / "worker_1.log").read_text()
 
 
 def test_ranks_read_disjoint_shards_that_are_the_single_process_micro_batches(
@@ -228,3 +231,52 @@ def test_batch_plans_with_one_global_batch_cut_an_epoch_into_the_same_steps(worl
         # a mid-epoch position is a number of steps: the rest of the epoch is the same images
         rest = [s[step * accumulation * 5 :] for s in shards]
         assert set(np.concatenate(rest).tolist()) == set(reference.rank_indices(order, 0)[step * 20 :].tolist())
+
+
+def _relative(paths: list[str]) -> list[str]:
+    return ["/".join(path.split("/")[-2:]) for path in paths]
+
+
+def test_two_ranks_on_packed_shards_train_what_one_process_trains_on_the_folder(
+    runs: dict[str, Path], tiny_folder: Path, tmp_path: Path
+) -> None:
+    """tiny_folder packed into MindRecord shards and trained on 2 msrun ranks: the ranks read
+    disjoint images, the single process's micro-batches, and end with its weights."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    packed = tmp_path / "packed"
+    result = subprocess.run([sys.executable, "-m", "effv2.data.pack", str(tiny_folder), str(packed),
+                             "--shard-size", "4kB"], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "two_on_shards"
+    data = (*tiny_data(packed, BATCH), "data.format=mindrecord")
+    result = run_cli(*data, *COMMON, *TWO_RANKS, "hardware.master_port=8164", "train.epochs=2",
+                     f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    pinned = json.loads((run_dir / "data_manifests.json").read_text())
+    assert set(pinned) == {"train", "val"} and pinned["train"]["manifest"].startswith(str(packed))
+    for epoch in (1, 2):
+        shards = [_relative(_reads(run_dir, epoch, rank)) for rank in (0, 1)]
+        assert [len(s) for s in shards] == [BATCH, BATCH] and not set(shards[0]) & set(shards[1])
+        single = _relative(_reads(runs["one"], epoch, 0))
+        assert shards[0] + shards[1] == single[:BATCH] + single[BATCH:]  # global micro-batches 0 and 1
+    _assert_same_training(runs["one"] / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "last.ckpt")
+
+
+def test_the_mindrecord_data_group_is_imagenet_from_shards() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR
+    from effv2.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        data = compose(config_name="config", overrides=["data=mindrecord", "data.root=/shards"]).data
+        imagenet = compose(config_name="config", overrides=["data=imagenet", "data.root=/shards"]).data
+    assert data.format.name == "mindrecord" and data.name == "mindrecord"
+    assert {k: v for k, v in imagenet.items() if k not in ("name", "format")} == {
+        k: v for k, v in data.items() if k not in ("name", "format")
+    }

@@ -17,7 +17,6 @@ import pytest
 from mindspore import Parameter, Tensor
 
 from conftest import ALL_LOGGERS, REPO, check_logged_history, mlflow_run_of, one_line_error, resumable, run_cli
-from effv2.data.imagefolder import scan_split
 from effv2.errors import UserError
 from effv2.training import checkpoint
 from effv2.training.checkpoint import read_checkpoint, save_atomic
@@ -58,33 +57,6 @@ def test_broken_data_folders_are_one_line(tmp_path: Path, case: str, expected: s
         (root / "val").mkdir(parents=True, exist_ok=True)
     result = run_cli("data=imagefolder", f"data.root={root}", "data.num_classes=2", f"hydra.run.dir={tmp_path / 'r'}")
     assert expected in one_line_error(result)
-
-
-def test_bad_images_are_skipped_and_counted_or_named(digits_root: Path, tmp_path: Path, caplog) -> None:
-    root = _folder(tmp_path, {"train": {"a": 6, "b": 6}})
-    (root / "train" / "a" / "notes.png").write_text("this is not an image")
-    whole = (root / "train" / "b" / "0.png").read_bytes()
-    (root / "train" / "b" / "cut.png").write_bytes(whole[: len(whole) // 2])
-    split = scan_split(root, "train", "skip")
-    assert split.num_images == 12 and len(split.skipped) == 2
-    assert any("notes.png" in r.message for r in caplog.records) and any("cut.png" in r.message for r in caplog.records)
-    assert "skipped 2 bad images" in caplog.text
-    with pytest.raises(UserError, match=r"bad image .*notes\.png.*not a readable image"):
-        scan_split(root, "train", "error")
-    (root / "train" / "a" / "notes.png").unlink()
-    with pytest.raises(UserError, match=r"(?i)bad image .*cut\.png.*truncated"):
-        scan_split(root, "train", "error")
-
-
-def test_bad_image_policy_error_stops_the_cli_run(tmp_path: Path, digits_root: Path) -> None:
-    root = _folder(tmp_path, {"train": {"a": 40, "b": 40}, "val": {"a": 3, "b": 3}})
-    (root / "val" / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    result = run_cli(
-        "data=imagefolder", f"data.root={root}", "data.num_classes=2", "data.on_bad_image=error",
-        f"hydra.run.dir={tmp_path / 'r'}",
-    )  # fmt: skip
-    line = one_line_error(result)
-    assert "broken.png" in line and "data.on_bad_image=skip" in line
 
 
 @pytest.mark.parametrize(
@@ -175,13 +147,13 @@ def test_sigterm_writes_a_recovery_checkpoint_and_resume_matches(
 def test_a_truncated_jpeg_is_detected(tmp_path: Path) -> None:
     from PIL import Image
 
-    from effv2.data.imagefolder import image_problem
+    from effv2.data.bad_images import image_problem
 
     path = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
-    assert image_problem(path) is None
+    assert image_problem(np.fromfile(path, np.uint8)) is None
     path.write_bytes(path.read_bytes()[:-200])
-    assert image_problem(path) == "truncated JPEG (no end-of-image marker)"
+    assert image_problem(np.fromfile(path, np.uint8)) == "truncated JPEG (no end-of-image marker)"
 
 
 def test_resuming_purges_the_mlflow_metrics_a_killed_run_logged_after_its_checkpoint(tmp_path: Path) -> None:

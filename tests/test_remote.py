@@ -213,3 +213,41 @@ def test_a_missing_remote_data_root_is_one_line(s3, tmp_path: Path) -> None:
         f"hydra.run.dir={tmp_path}",
     )  # fmt: skip
     assert "is not a folder" in one_line_error(result)
+
+
+def test_mindrecord_shards_on_s3_train_and_resume_as_the_folder_does(
+    s3, resumable_reference: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """tiny_folder packed straight into s3://, trained from there (whole shards fetched, kept with
+    data.remote_cache), SIGKILLed after its first recovery checkpoint and resumed: the weights of
+    the uninterrupted run on the folder, bit for bit."""
+    packed = subprocess.run(
+        [sys.executable, "-m", "effv2.data.pack", str(tiny_folder), "s3://effv2-data/packed", "--shard-size", "4kB"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ.copy(),
+    )  # fmt: skip
+    assert packed.returncode == 0, packed.stderr[-2000:]
+    s3.invalidate_cache()
+    assert len(s3.glob("effv2-data/packed/train/*.mindrecord")) > 1 and s3.exists("effv2-data/packed/train/pack.json")
+    local = f"data.root={tiny_folder}"
+    overrides = (
+        *(o if o != local else "data.root=s3://effv2-data/packed" for o in resumable(tiny_folder)),
+        "data.format=mindrecord", "data.remote_cache=true",
+    )  # fmt: skip
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "run.py", *overrides, f"hydra.run.dir={killed}"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())  # fmt: skip
+    recovery = killed / "checkpoints" / "recovery.ckpt"
+    deadline = time.monotonic() + 300
+    while not recovery.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    assert recovery.exists() and not (killed / "metrics.json").exists()
+    result = run_cli(*overrides, f"resume={killed}", f"hydra.run.dir={tmp_path / 'resumed'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log_text = (tmp_path / "resumed" / "run.log").read_text()
+    assert "fetched 0.0 MB of shards" in log_text  # the cache kept what the killed run fetched
+    expected = ms.load_checkpoint(str(resumable_reference / "checkpoints" / "last.ckpt"))
+    actual = ms.load_checkpoint(str(tmp_path / "resumed" / "checkpoints" / "last.ckpt"))
+    for name in sorted(set(expected) - {"effv2_meta"}):
+        np.testing.assert_array_equal(actual[name].asnumpy(), expected[name].asnumpy(), err_msg=name)
