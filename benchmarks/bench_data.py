@@ -144,7 +144,7 @@ def child_effv2(root: str, size: int, magnitude: float, workers: int, kind: str,
     def batches(epoch: int):
         order = epoch_order(split.num_images, 0, epoch + 2)
         dataset = train_epoch(data_cfg, split, order, workers, size, seed=0, epoch=epoch + 2, uint8_out=uint8_out)
-        return (images for images, _ in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
+        return (images for images, *_ in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True))
 
     return _rate(batches)
 

@@ -251,3 +251,20 @@ def test_mindrecord_shards_on_s3_train_and_resume_as_the_folder_does(
     actual = ms.load_checkpoint(str(tmp_path / "resumed" / "checkpoints" / "last.ckpt"))
     for name in sorted(set(expected) - {"effv2_meta"}):
         np.testing.assert_array_equal(actual[name].asnumpy(), expected[name].asnumpy(), err_msg=name)
+
+
+def test_a_manifest_on_s3_is_written_once_and_read_without_listing(s3, tiny_folder: Path) -> None:
+    from effv2.config.schema import ManifestCheck
+    from effv2.data import manifest
+
+    s3.put(f"{tiny_folder}/train/", "effv2-data/listed/train", recursive=True)
+    root, folder = "s3://effv2-data/listed", "s3://effv2-runs/manifests"
+    listed = manifest.open_split(root, "train", folder)[0]
+    s3.invalidate_cache()
+    assert listed.num_images == 80 and s3.exists("effv2-runs/manifests/train.manifest.npz")
+    assert listed.sizes.tolist() == [s3.info(p.removeprefix("s3://"))["size"] for p in listed.files]
+    s3.rm("effv2-data/listed/train/0", recursive=True)  # the folder changes: a trusted manifest does not look
+    trusted = manifest.open_split(root, "train", folder, ManifestCheck.none)[0]
+    assert trusted.fingerprint == listed.fingerprint and trusted.files[0].startswith(f"{root}/train/")
+    relisted = manifest.open_split(root, "train", folder)[0]
+    assert relisted.num_images == 72 and relisted.fingerprint != listed.fingerprint

@@ -255,7 +255,8 @@ class DataConfig:
     # decodes; logged once, counted per epoch) and leave it out of evaluation, or stop naming it
     on_bad_image: BadImagePolicy = BadImagePolicy.skip
     # a remote data.root (s3://...): keep each image in a local cache after its first read
-    # (fsspec's simplecache, under $EFFV2_CACHE/remote) instead of downloading it every epoch
+    # (fsspec's simplecache, under $EFFV2_CACHE/remote) instead of downloading it every epoch;
+    # packed shards: keep the fetched shards there for later runs instead of a temporary folder
     remote_cache: bool = False
     # training images: decode=fast trades exactness for decode time on large crops (README)
     decode: DecodeMode = DecodeMode.exact
