@@ -126,7 +126,7 @@ files = FileTable("/x", (f"{{names[i // 1282]}}/{{names[i // 1282]}}_{{i}}.JPEG"
 labels = (np.arange(count) // 1282).astype(np.int32)
 sizes = np.full(count, 110_000, np.int64)
 split = ImageSplit("/x", names, files, labels, sizes, listing_fingerprint(names, files, labels, sizes))
-manifest.write(split, "{tmp}/train.manifest.npz")
+manifest.write(split, "{tmp}/train.manifest.npz", manifest.split_location("/data/imagenet", "train"))
 del split, files, labels, sizes
 gc.collect()
 base = rss()

@@ -116,6 +116,26 @@ def resumable_reference(tiny_folder: Path, tmp_path_factory: pytest.TempPathFact
     return run_dir
 
 
+def killed_after_first_recovery(overrides: tuple[str, ...], run_dir: Path, jitter_s: float = 0.0) -> Path:
+    """Start ``python run.py <overrides>`` in ``run_dir``, SIGKILL it once its first recovery
+    checkpoint exists (plus up to ``jitter_s`` seconds), and check it died before finishing."""
+    import random
+    import time
+
+    proc = subprocess.Popen([sys.executable, "run.py", *overrides, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())  # fmt: skip
+    recovery = run_dir / "checkpoints" / "recovery.ckpt"
+    deadline = time.monotonic() + 300
+    while not recovery.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(random.uniform(0.0, jitter_s))
+    proc.kill()
+    proc.wait()
+    assert recovery.exists(), "the run never wrote a recovery checkpoint"
+    assert not (run_dir / "metrics.json").exists(), "the run finished before it could be killed"
+    return run_dir
+
+
 def run_cli(*overrides: str, timeout: float = 600, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """``python run.py <overrides>`` as a real subprocess with the same interpreter."""
     env = {key: value for key, value in os.environ.items() if key not in unset}

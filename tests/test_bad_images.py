@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mindspore as ms
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF_DIR, REPO, one_line_error, resumable, run_cli
+from conftest import CONF_DIR, REPO, killed_after_first_recovery, one_line_error, resumable, run_cli
 from effv2.config import register_configs
 from effv2.data.pipeline import open_train_split, train_epoch
 from effv2.data.sharding import epoch_order
@@ -159,16 +158,7 @@ def test_a_run_with_bad_images_trains_as_by_hand_and_resumes_exactly(tiny_folder
     assert result.returncode == 0, result.stderr[-3000:]
 
     overrides = (*resumable(root), "data.worker_kind=process", "hardware.num_workers=2")
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "run.py", *overrides, f"hydra.run.dir={killed}"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())  # fmt: skip
-    recovery = killed / "checkpoints" / "recovery.ckpt"
-    deadline = time.monotonic() + 300
-    while not recovery.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proc.kill()
-    proc.wait()
-    assert recovery.exists() and not (killed / "metrics.json").exists()
+    killed = killed_after_first_recovery(overrides, tmp_path / "killed")
     resumed = tmp_path / "resumed"
     result = run_cli(*overrides, f"resume={killed}", f"hydra.run.dir={resumed}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -186,3 +176,27 @@ def test_a_run_with_bad_images_trains_as_by_hand_and_resumes_exactly(tiny_folder
     rows = _rows(resumed)
     assert rows[-1]["epoch"] == "3" and rows[-1]["bad_images"] == "2"  # every image trains each epoch
     assert {row["bad_images"] for row in _rows(reference)} == {"0"}
+
+
+def test_a_vanished_file_is_a_bad_image_and_a_broken_data_set_is_one_line(photo_folder: Path, tmp_path: Path) -> None:
+    from effv2.data.bad_images import NO_SUBSTITUTE, BadImageLog
+    from effv2.errors import UserError
+
+    root = tmp_path / "data"
+    shutil.copytree(photo_folder, root)
+    cfg = _cfg(root, *AUGMENTED, "data.manifest_check=none")
+    split = open_train_split(cfg)
+    gone = sorted((root / "train" / "class0").iterdir())[4]
+    gone.unlink()  # deleted after the listing: its read fails mid-epoch
+    replaced = np.concatenate([batch[2] for batch in _epoch(cfg, 1)])
+    index = list(map(str, split.files)).index(str(gone))
+    assert replaced[replaced[:, 0] >= 0].tolist() == [[index, index + 1]]
+    log = BadImageLog(split, "skip", "training")
+    with pytest.raises(UserError, match=r"unreadable \(FileNotFoundError"):
+        BadImageLog(split, "error", "training").report(np.array([index]), np.array([NO_SUBSTITUTE]))
+    for path in (root / "train").rglob("*.jpg"):  # every image broken: no substitute anywhere
+        path.write_bytes(b"")
+    replaced = np.concatenate([batch[2] for batch in _epoch(cfg, 1)])
+    assert (replaced[:, 1] == NO_SUBSTITUTE).all()
+    with pytest.raises(UserError, match="and none of the 64 images after it decodes either"):
+        log.report(replaced[:, 0], replaced[:, 1])

@@ -72,6 +72,14 @@ def test_data_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert 0.0 < payload["gil"]["gil_held_share"] < 1.0 and payload["cpu"]
 
 
+def test_open_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    payload = _bench("bench_open.py", tmp_path / "open.json", "--counts", "1500", "--photos", "40", "--repeats", "1")
+    times = payload["opens"]["1500"]
+    assert all(times[k] > 0 for k in ("scandir_names", "first_open", "reopen_listing", "reopen_manifest"))
+    assert payload["manifest_1p28m"]["arrays_mib"] > 50 and payload["index_reads"]["images"] == 40
+    assert payload["index_reads"]["mindrecord_rows_per_s"] > 0 and payload["old_upfront_check_ms_per_image"] > 0
+
+
 def test_levers_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     row, sigmoid_mul = _bench("bench_levers.py", tmp_path / "levers.json", "--size", "32", "--batch", "2",
                               "--repeats", "2", "--only", "default,SiLU: Sigmoid", "--variant",

@@ -96,7 +96,8 @@ def test_two_ranks_train_what_one_process_with_accumulation_trains(runs: dict[st
     assert "64 images trained over 2 ranks, 16 dropped as the remainder" in log_text
     assert (two / "ranks" / "worker_1.log").is_file()
     # the launching process listed the splits once; the ranks read its pinned manifests
-    assert set(json.loads((two / "data_manifests.json").read_text())) == {"train", "val"}
+    pinned = json.loads((two / "manifests" / "node0.json").read_text())
+    assert set(pinned) == {"train", "val"} and Path(pinned["train"]["manifest"]).parent == two / "manifests"
     assert "images listed" not in (two / "ranks" / "worker_1.log").read_text()
 
 
@@ -256,8 +257,8 @@ def test_two_ranks_on_packed_shards_train_what_one_process_trains_on_the_folder(
     result = run_cli(*data, *COMMON, *TWO_RANKS, "hardware.master_port=8164", "train.epochs=2",
                      f"hydra.run.dir={run_dir}")  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    pinned = json.loads((run_dir / "data_manifests.json").read_text())
-    assert set(pinned) == {"train", "val"} and pinned["train"]["manifest"].startswith(str(packed))
+    pinned = json.loads((run_dir / "manifests" / "node0.json").read_text())
+    assert set(pinned) == {"train", "val"} and pinned["train"]["packed"] == str(packed / "train")
     for epoch in (1, 2):
         shards = [_relative(_reads(run_dir, epoch, rank)) for rank in (0, 1)]
         assert [len(s) for s in shards] == [BATCH, BATCH] and not set(shards[0]) & set(shards[1])

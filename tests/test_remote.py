@@ -18,7 +18,15 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from conftest import ALL_LOGGERS, REPO, check_logged_history, one_line_error, resumable, run_cli
+from conftest import (
+    ALL_LOGGERS,
+    REPO,
+    check_logged_history,
+    killed_after_first_recovery,
+    one_line_error,
+    resumable,
+    run_cli,
+)  # fmt: skip
 from effv2.errors import UserError
 
 # given to the runs only through the environment: it must appear in none of their files
@@ -233,16 +241,7 @@ def test_mindrecord_shards_on_s3_train_and_resume_as_the_folder_does(
         *(o if o != local else "data.root=s3://effv2-data/packed" for o in resumable(tiny_folder)),
         "data.format=mindrecord", "data.remote_cache=true",
     )  # fmt: skip
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "run.py", *overrides, f"hydra.run.dir={killed}"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())  # fmt: skip
-    recovery = killed / "checkpoints" / "recovery.ckpt"
-    deadline = time.monotonic() + 300
-    while not recovery.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proc.kill()
-    proc.wait()
-    assert recovery.exists() and not (killed / "metrics.json").exists()
+    killed = killed_after_first_recovery(overrides, tmp_path / "killed")
     result = run_cli(*overrides, f"resume={killed}", f"hydra.run.dir={tmp_path / 'resumed'}")
     assert result.returncode == 0, result.stderr[-3000:]
     log_text = (tmp_path / "resumed" / "run.log").read_text()

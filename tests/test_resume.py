@@ -5,17 +5,12 @@ resumption transform images in 2 worker processes, the reference in threads."""
 from __future__ import annotations
 
 import csv
-import os
-import random
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 
-from conftest import REPO, resumable, run_cli
+from conftest import killed_after_first_recovery, resumable, run_cli
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
@@ -28,23 +23,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(
 ) -> None:
     reference = resumable_reference
     overrides = (*resumable(tiny_folder), "data.worker_kind=process", "hardware.num_workers=2")
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", *overrides, f"hydra.run.dir={killed}"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=os.environ.copy(),
-    )
-    recovery = killed / "checkpoints" / "recovery.ckpt"
-    deadline = time.monotonic() + 300
-    while not recovery.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(random.uniform(0.0, 1.5))  # somewhere after the first recovery checkpoint
-    proc.kill()
-    proc.wait()
-    assert recovery.exists(), "the run never wrote a recovery checkpoint"
-    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    killed = killed_after_first_recovery(overrides, tmp_path / "killed", jitter_s=1.5)  # somewhere after it
 
     resumed = tmp_path / "resumed"
     result = run_cli(*overrides, f"resume={killed}", f"hydra.run.dir={resumed}")

@@ -6,8 +6,10 @@ Training, ``data.on_bad_image=skip``: the row of a bad image ``i`` is filled fro
 that decodes, with ``i``'s augmentation key and the substitute's label. The choice depends on
 the index alone, so every rank, worker count, worker kind and a resume make the same one. The
 main process names each bad file once (with the reason) and counts the substitutions of each
-epoch over all ranks (the epoch line and metrics.csv's ``bad_images``). ``error`` stops at the
-first one, naming it. Evaluation leaves bad images out of the scores (counted) or stops.
+epoch over all ranks (the epoch line and metrics.csv's ``bad_images``). A file that cannot be read
+(deleted after the listing, a failed remote read) counts as bad. ``error`` stops at the first one,
+naming it, as does a bad image none of the MAX_SEARCH after it can replace. Evaluation leaves bad
+images out of the scores (counted) or stops.
 """
 
 from __future__ import annotations
@@ -17,34 +19,53 @@ from collections.abc import Callable
 
 import numpy as np
 
-from effv2.data.decode import BadImage, decode
+from effv2.data.decode import BadImage, decode, image_size
 from effv2.data.split import ImageSplit
 from effv2.errors import UserError
 
 log = logging.getLogger(__name__)
 
 NOT_REPLACED = (-1, -1)
+NO_SUBSTITUTE = -2  # replaced[1] when no substitute was sought (error) or none was found
+# candidates tried after a bad image before giving up: a run of that many bad files in a row is a
+# broken data set, not a broken file
+MAX_SEARCH = 64
 
 
 def image_problem(encoded: np.ndarray) -> str | None:
-    """Why ``encoded`` is not a usable image (a full decode), or None."""
+    """Why ``encoded`` is not a usable image (header and a full decode, which must agree), or None:
+    the checks training makes when it decodes."""
     try:
-        decode(encoded)
+        height, width = image_size(encoded)
+        pixels = decode(encoded)
     except BadImage as exc:
         return str(exc)
+    if pixels.shape[:2] != (height, width):
+        return f"decoded {pixels.shape[1]}x{pixels.shape[0]} pixels, the header says {width}x{height}"
     return None
+
+
+def _read(split: ImageSplit, index: int) -> np.ndarray:
+    """Image ``index``'s bytes; a file that cannot be read counts as one that does not decode."""
+    try:
+        return split.read(split.files[index])
+    except OSError:
+        return np.zeros(0, np.uint8)
 
 
 class SubstitutingTrain:
     """(encoded, label, index) -> (image, label, replaced = [bad index, substitute] or [-1, -1])
     through ``transform(encoded, key)`` with key [seed, epoch, index]; a bad image is replaced by
-    its substitute (see the module)."""
+    its substitute (see the module). With ``policy`` error, or when none of the MAX_SEARCH images
+    after it decodes, the row is blank and ``replaced`` = [bad index, NO_SUBSTITUTE]: the main
+    process stops the run with one line (BadImageLog.report); a worker never raises for data."""
 
     def __init__(self, transform: Callable[[np.ndarray, np.ndarray], np.ndarray], split: ImageSplit,
-                 seed: int, epoch: int) -> None:  # fmt: skip
+                 seed: int, epoch: int, policy: str) -> None:  # fmt: skip
         self.transform = transform
         self.split = split
         self.seed, self.epoch = seed, epoch
+        self.search = policy == "skip" and split.read is not None  # packed shards: only images that decoded
 
     def __call__(self, encoded: np.ndarray, label: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, ...]:
         bad = int(index)
@@ -54,16 +75,14 @@ class SubstitutingTrain:
         except BadImage:
             pass
         split = self.split
-        if split.read is None:  # packed shards hold only images that decoded when packed
-            raise UserError(f"image {split.files[bad]} of the packed split {split.path} does not decode; pack again")
-        for step in range(1, split.num_images):
+        for step in range(1, min(MAX_SEARCH, split.num_images - 1) + 1 if self.search else 1):
             candidate = (bad + step) % split.num_images
             try:
-                image = self.transform(split.read(split.files[candidate]), key)
+                image = self.transform(_read(split, candidate), key)
             except BadImage:
                 continue
             return image, np.array(split.labels[candidate], np.int32), np.array([bad, candidate], np.int64)
-        raise UserError(f"no image of {split.path} decodes")
+        return self.transform.blank(), label, np.array([bad, NO_SUBSTITUTE], np.int64)
 
 
 class EvalRows:
@@ -92,9 +111,10 @@ class BadImageLog:
         if self.split.read is None:
             return "does not decode"
         try:
-            return image_problem(self.split.read(self.split.files[index])) or "did not decode"
+            encoded = self.split.read(self.split.files[index])
         except OSError as exc:
             return f"unreadable ({type(exc).__name__}: {exc})"
+        return image_problem(encoded) or "did not decode"
 
     def report(self, bad: np.ndarray, substitutes: np.ndarray | None = None) -> int:
         """Note the bad indices of a batch (entries < 0 are images that decoded); their count."""
@@ -102,6 +122,12 @@ class BadImageLog:
         instead = "train on a substitute" if substitutes is not None else "leave it out"
         for row in rows:
             index = int(bad[row])
+            if self.policy == "skip" and substitutes is not None and substitutes[row] == NO_SUBSTITUTE:
+                where = "the packed shards" if self.split.read is None else f"the {MAX_SEARCH} images after it"
+                raise UserError(
+                    f"bad training image {self.split.files[index]!r}: {self._reason(index)}, and none of "
+                    f"{where} decodes either; check the data set (python -m effv2.data.verify)"
+                )
             if self.policy == "error":
                 raise UserError(
                     f"bad {self.role} image {self.split.files[index]!r}: {self._reason(index)} "

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
@@ -41,9 +42,15 @@ def default_workers() -> int:
 def checked_images(
     split: ImageSplit, workers: int, keep_bytes: bool = False
 ) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
-    """(index, encoded bytes when kept and whole, problem or None) of every image, in index order."""
-    starts = range(0, split.num_images, CHUNK)
-    stops = [min(start + CHUNK, split.num_images) for start in starts]
-    with ProcessPoolExecutor(max_workers=max(1, workers), initializer=_adopt, initargs=(split,)) as pool:
-        for rows in pool.map(_check, starts, stops, [keep_bytes] * len(stops)):
-            yield from rows
+    """(index, encoded bytes when kept and whole, problem or None) of every image, in index order.
+    At most 2 chunks per worker are in flight: memory stays bounded however slow the consumer."""
+    workers = max(1, workers)
+    chunks = iter(range(0, split.num_images, CHUNK))
+    with ProcessPoolExecutor(max_workers=workers, initializer=_adopt, initargs=(split,)) as pool:
+        pending: deque = deque()
+        for start in chunks:
+            pending.append(pool.submit(_check, start, min(start + CHUNK, split.num_images), keep_bytes))
+            if len(pending) >= 2 * workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()

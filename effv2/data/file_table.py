@@ -36,10 +36,6 @@ class FileTable(Sequence[str]):
             raise ValueError("file table offsets do not match its buffer")
         return table
 
-    def with_prefix(self, prefix: str) -> FileTable:
-        """The same relative paths below another folder (the arrays are shared, not copied)."""
-        return FileTable.from_arrays(prefix, self.buffer, self.offsets)
-
     def __len__(self) -> int:
         return len(self.offsets) - 1
 

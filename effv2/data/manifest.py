@@ -9,8 +9,8 @@ The process that opens a split first (the launching ``run.py`` on each node, or 
 process) checks the manifest against the folder as ``data.manifest_check`` says: ``listing``
 lists the folder again (names and sizes, no image opened) and rewrites the manifest when the
 fingerprint differs, saying what changed; ``none`` trusts the manifest as it is (a frozen data
-set on storage where listing is slow). The ranks it starts read the manifest it pinned
-(:func:`pin` / :func:`read_pinned`) and list nothing.
+set on storage where listing is slow). The ranks it starts read the copy it pinned in the run
+folder (:func:`pin` / :func:`load_pinned`) and list nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import socket
 import time
 import zipfile
 from pathlib import Path
@@ -57,10 +58,11 @@ def manifest_path(root: str | Path, split: str, folder: str | None = None) -> st
     return join(folder, f"{split}{SUFFIX}") if is_remote(folder) else str(local_path(folder) / f"{split}{SUFFIX}")
 
 
-def encode(split: ImageSplit) -> bytes:
+def encode(split: ImageSplit, source: str | None = None) -> bytes:
+    """The manifest's bytes; ``source``: the split's location it records (default: its path)."""
     meta = {
         "version": FORMAT_VERSION,
-        "source": str(split.path),
+        "source": source or str(split.path),
         "class_names": list(split.class_names),
         "fingerprint": split.fingerprint,
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -73,8 +75,9 @@ def encode(split: ImageSplit) -> bytes:
     return buffer.getvalue()
 
 
-def decode(data: bytes, prefix: str, path: Path | str, read, where: str) -> ImageSplit:
-    """The split a manifest's bytes describe, its files below ``prefix``."""
+def decode(data: bytes, prefix: str, path: Path | str, read, where: str, source: str | None = None) -> ImageSplit:
+    """The split a manifest's bytes describe, its files below ``prefix``; with ``source``, the
+    manifest must be that split's (two data sets may share a ``data.manifest`` folder)."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
@@ -84,6 +87,8 @@ def decode(data: bytes, prefix: str, path: Path | str, read, where: str) -> Imag
         raise UserError(f"{where} is not an effv2 manifest ({type(exc).__name__}: {exc})") from None
     if meta.get("version") != FORMAT_VERSION:
         raise UserError(f"{where} is a manifest of format {meta.get('version')}; this effv2 reads {FORMAT_VERSION}")
+    if source is not None and meta.get("source") != source:
+        raise UserError(f"{where} is the manifest of {meta.get('source')}, not of {source}")
     names = tuple(meta["class_names"])
     fingerprint = listing_fingerprint(names, files, labels, sizes)
     if fingerprint != meta["fingerprint"] or not (len(labels) == len(sizes) == len(files)):
@@ -91,9 +96,8 @@ def decode(data: bytes, prefix: str, path: Path | str, read, where: str) -> Imag
     return ImageSplit(path, names, files, labels, sizes, fingerprint, read)
 
 
-def write(split: ImageSplit, location: str) -> None:
-    """Write atomically: a reader never sees half a manifest (object stores put whole objects)."""
-    data = encode(split)
+def write_bytes(data: bytes, location: str) -> None:
+    """Write atomically: a reader never sees half a file (object stores put whole objects)."""
     if is_remote(location):
         fs, path = filesystem(location, "data.manifest")
         with storage_errors("data.manifest", location), fs.open(path, "wb") as handle:
@@ -101,9 +105,13 @@ def write(split: ImageSplit, location: str) -> None:
         return
     target = Path(location)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    partial = target.with_name(f"{target.name}.{socket.gethostname()}.{os.getpid()}.partial")
     partial.write_bytes(data)
     partial.replace(target)
+
+
+def write(split: ImageSplit, location: str, source: str | None = None) -> None:
+    write_bytes(encode(split, source), location)
 
 
 def _read_bytes(location: str) -> bytes | None:
@@ -131,12 +139,13 @@ def _reader(root: str | Path, split: str, remote_cache: bool) -> tuple[str, Path
 
 
 def load(location: str, root: str | Path, split: str, remote_cache: bool = False) -> ImageSplit | None:
-    """The split the manifest at ``location`` describes, its files read below ``<root>/<split>``."""
+    """The split the manifest at ``location`` describes, which must be ``<root>/<split>``'s, its
+    files read below it; None when there is no manifest."""
     data = _read_bytes(location)
     if data is None:
         return None
     prefix, path, read = _reader(root, split, remote_cache)
-    return decode(data, prefix, path, read, location)
+    return decode(data, prefix, path, read, location, split_location(root, split))
 
 
 def _changes(old: ImageSplit, new: ImageSplit) -> str:
@@ -164,6 +173,8 @@ def open_split(
     try:
         stored = load(location, root, split, remote_cache)
     except UserError as exc:
+        if check is ManifestCheck.none:
+            raise UserError(f"{exc} (data.manifest_check=none trusts the manifest: fix or delete it)") from None
         log.warning("%s; listing the folder again", exc)
         stored = None
     if stored is not None and check is ManifestCheck.none:
@@ -182,33 +193,50 @@ def open_split(
     else:
         log.info("%s: %d images listed in %.2f s (no image opened); manifest written to %s",
                  listed.path, listed.num_images, seconds, location)  # fmt: skip
-    write(listed, location)
+    try:
+        write(listed, location, split_location(root, split))
+    except (OSError, UserError) as exc:  # the manifest saves later listings; this run has its split
+        log.warning("could not write the manifest %s (%s); every later open lists the folder", location, exc)
     return listed, location
 
 
-PINNED = "data_manifests.json"
+def pin_path(run_dir: Path, node: int) -> Path:
+    return run_dir / "manifests" / f"node{node}.json"
 
 
-def pin(run_dir: Path, manifests: dict[str, tuple[str, str]]) -> None:
-    """Record for the ranks of ``run_dir`` which manifest (location, fingerprint) each split uses."""
-    entries = {split: {"manifest": location, "fingerprint": fp} for split, (location, fp) in manifests.items()}
-    (run_dir / PINNED).write_text(json.dumps(entries, indent=2) + "\n")
+def pin(run_dir: Path, node: int, splits: dict[str, ImageSplit], locations: dict[str, str]) -> None:
+    """Pin for the ranks of ``node`` in ``run_dir`` the splits this process opened: a folder's
+    manifest is copied into ``run_dir/manifests/`` (what the job trains on, whatever happens to the
+    cache), a packed split's location is recorded. Each node writes its own file: a shared run
+    folder holds one per node, and a node's local paths never reach another node."""
+    folder = run_dir / "manifests"
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    for name, split in splits.items():
+        location = locations[name]
+        if split.shards:
+            entries[name] = {"packed": location, "fingerprint": split.fingerprint}
+            continue
+        copy = folder / f"{name}.node{node}{SUFFIX}"
+        write_bytes(encode(split, str(split.path)), str(copy))
+        entries[name] = {"manifest": str(copy), "fingerprint": split.fingerprint, "listed_from": location}
+    write_bytes((json.dumps(entries, indent=2) + "\n").encode("utf-8"), str(pin_path(run_dir, node)))
 
 
-def read_pinned(run_dir: Path | None, split: str) -> tuple[str, str] | None:
-    """(location, fingerprint) the launching process pinned for ``split``, or None."""
-    if run_dir is None or not (run_dir / PINNED).is_file():
+def read_pinned(run_dir: Path | None, node: int, split: str) -> dict[str, str] | None:
+    """The entry the launching process on ``node`` pinned for ``split``, or None."""
+    if run_dir is None or not pin_path(run_dir, node).is_file():
         return None
-    entry = json.loads((run_dir / PINNED).read_text()).get(split)
-    return None if entry is None else (entry["manifest"], entry["fingerprint"])
+    return json.loads(pin_path(run_dir, node).read_text()).get(split)
 
 
-def load_pinned(pinned: tuple[str, str], root: str | Path, split: str, remote_cache: bool = False) -> ImageSplit:
-    """The pinned manifest, which must still hold the listing the launching process checked."""
-    location, fingerprint = pinned
-    loaded = load(location, root, split, remote_cache)
-    if loaded is None or loaded.fingerprint != fingerprint:
-        raise UserError(
-            f"the manifest {location} of split {split!r} changed or vanished after the job started; start it again"
-        )
+def load_pinned(pinned: dict[str, str], root: str | Path, split: str, remote_cache: bool = False) -> ImageSplit:
+    """The pinned copy of a folder's manifest."""
+    prefix, path, read = _reader(root, split, remote_cache)
+    data = _read_bytes(pinned["manifest"])
+    if data is None:
+        raise UserError(f"the pinned manifest {pinned['manifest']} of split {split!r} is gone; start the job again")
+    loaded = decode(data, prefix, path, read, pinned["manifest"])
+    if loaded.fingerprint != pinned["fingerprint"]:
+        raise UserError(f"the pinned manifest {pinned['manifest']} changed after the job started; start it again")
     return loaded

@@ -5,7 +5,9 @@ Every image is read and decoded once (``--workers`` processes); one that fails i
 listed in ``pack.json``. The rest are written in the split's order, the encoded bytes as they
 were (no re-encoding), into shards of about ``--shard-size`` bytes each: ``<out>/<split>/`` then
 holds what ``data.format=mindrecord`` (``data=mindrecord``) trains from (effv2.data.mindrecord).
-An ``<out>`` URL (s3://...) is staged locally and uploaded, ``pack.json`` last.
+An ``<out>`` URL (s3://...): its old ``pack.json`` is deleted first, each shard is uploaded as
+soon as it is written (and deleted locally: the staging folder under ``$EFFV2_CACHE/tmp`` holds
+one shard at a time), ``pack.json`` last.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from mindspore.mindrecord import FileWriter
 
+from effv2.cache import cache_dir
 from effv2.data import manifest
 from effv2.data.checking import checked_images, default_workers
 from effv2.data.file_table import FileTable
@@ -45,10 +49,11 @@ def parse_size(text: str) -> int:
 
 
 class _ShardWriter:
-    """Rows into ``shard-<k>.mindrecord`` files of about ``budget`` bytes each."""
+    """Rows into ``shard-<k>.mindrecord`` files of about ``budget`` bytes each; ``finished(path)``
+    is called with each shard (and then its ``.db``) once it is complete."""
 
-    def __init__(self, folder: Path, budget: int) -> None:
-        self.folder, self.budget = folder, budget
+    def __init__(self, folder: Path, budget: int, finished: Callable[[Path], None] | None = None) -> None:
+        self.folder, self.budget, self.finished = folder, budget, finished
         self.shards: list[dict] = []
         self.writer: FileWriter | None = None
         self.pending: list[dict] = []
@@ -82,13 +87,20 @@ class _ShardWriter:
             self._flush()
             self.writer.commit()
             self.writer = None
+            if self.finished is not None:
+                shard = self.folder / self.shards[-1]["file"]
+                self.finished(shard)
+                self.finished(shard.with_name(f"{shard.name}.db"))
 
 
-def pack_split(split: ImageSplit, folder: Path, budget: int, workers: int) -> dict:
-    """Write ``split`` into ``folder``; returns what pack.json records."""
+def pack_split(
+    split: ImageSplit, folder: Path, budget: int, workers: int, finished: Callable[[Path], None] | None = None
+) -> dict:
+    """Write ``split`` into ``folder`` (``finished``: called with each file once complete, pack.json
+    last); returns what pack.json records."""
     started = time.perf_counter()
     (folder / PACK_INFO).unlink(missing_ok=True)  # an unfinished pack has none
-    writer = _ShardWriter(folder, budget)
+    writer = _ShardWriter(folder, budget, finished)
     kept, left_out = [], []
     for index, encoded, problem in checked_images(split, workers, keep_bytes=True):
         if problem is not None:
@@ -106,6 +118,8 @@ def pack_split(split: ImageSplit, folder: Path, budget: int, workers: int) -> di
     fingerprint = listing_fingerprint(split.class_names, files, labels, sizes)
     packed = ImageSplit(folder, split.class_names, files, labels, sizes, fingerprint, None)
     (folder / ROWS).write_bytes(manifest.encode(packed))
+    if finished is not None:
+        finished(folder / ROWS)
     info = {
         "format": PACK_FORMAT, "version": PACK_VERSION, "source": str(split.path),
         "source_fingerprint": split.fingerprint, "fingerprint": fingerprint, "images": len(kept),
@@ -114,15 +128,25 @@ def pack_split(split: ImageSplit, folder: Path, budget: int, workers: int) -> di
         "seconds": round(time.perf_counter() - started, 2),
     }  # fmt: skip
     (folder / PACK_INFO).write_text(json.dumps(info, indent=1) + "\n")
+    if finished is not None:
+        finished(folder / PACK_INFO)
     return info
 
 
-def _upload(staged: Path, url: str) -> None:
+def _uploader(url: str) -> Callable[[Path], None]:
+    """Moves each finished file to ``url``; the old pack.json goes first, so that a reader never
+    takes a half-replaced pack for a finished one."""
     fs, path = filesystem(url, "out")
-    names = sorted(p.name for p in staged.iterdir() if p.name != PACK_INFO) + [PACK_INFO]
     with storage_errors("out", url):
-        for name in names:
-            fs.put(str(staged / name), f"{path}/{name}")
+        if fs.exists(f"{path}/{PACK_INFO}"):
+            fs.rm(f"{path}/{PACK_INFO}")
+
+    def upload(local: Path) -> None:
+        with storage_errors("out", url):
+            fs.put(str(local), f"{path}/{local.name}")
+        local.unlink()
+
+    return upload
 
 
 def pack(root: str, out: str, splits: list[str], shard_size: str, workers: int) -> list[dict]:
@@ -131,10 +155,10 @@ def pack(root: str, out: str, splits: list[str], shard_size: str, workers: int) 
     for split_name in splits:
         split = manifest.open_split(root, split_name)[0]
         if is_remote(out):
-            staged = Path(tempfile.mkdtemp(prefix="effv2-pack-"))
+            (cache_dir() / "tmp").mkdir(parents=True, exist_ok=True)
+            staged = Path(tempfile.mkdtemp(prefix="pack-", dir=cache_dir() / "tmp"))
             try:
-                info = pack_split(split, staged, budget, workers)
-                _upload(staged, join(out, split_name))
+                info = pack_split(split, staged, budget, workers, _uploader(join(out, split_name)))
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
         else:

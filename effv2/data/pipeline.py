@@ -42,7 +42,11 @@ class _FileSource:
 
     def __getitem__(self, row: int) -> tuple[np.ndarray, ...]:
         index = self.indices[row]
-        return self.read(self.files[index]), np.array(self.labels[index], np.int32), np.array(index, np.int64)
+        try:
+            encoded = self.read(self.files[index])
+        except OSError:  # gone since the listing, or a failed remote read: a bad image (bad_images)
+            encoded = np.zeros(0, np.uint8)
+        return encoded, np.array(self.labels[index], np.int32), np.array(index, np.int64)
 
 
 class _ReadRecord:
@@ -114,41 +118,41 @@ def resolve_root(data_cfg: DataConfig) -> Path | str:
     return data_cfg.root if is_remote(data_cfg.root) else local_path(data_cfg.root)
 
 
-def open_split(data_cfg: DataConfig, split: str, run_dir: Path | None = None) -> ImageSplit:
+def open_split(data_cfg: DataConfig, split: str, run_dir: Path | None = None, node: int = 0) -> ImageSplit:
     """One split of the configured data set. From a listing, checked against its manifest (see
-    effv2.data.manifest), or from packed shards; in a launched rank, the manifest the launching
-    process pinned in ``run_dir``, without listing anything."""
+    effv2.data.manifest), or from packed shards; in a launched rank (``run_dir`` given), the
+    split the launching process of its ``node`` pinned there, without listing or fetching."""
     root = resolve_root(data_cfg)
-    pinned = manifest.read_pinned(run_dir, split)
-    if data_cfg.format is DataFormat.mindrecord:
-        folder = Path(pinned[0]).parent if pinned else mindrecord.packed_folder(root, split, data_cfg.remote_cache)
-        opened = mindrecord.open_packed(folder)
-        if pinned and opened.fingerprint != pinned[1]:
-            raise UserError(f"the pack in {folder} changed after the job started; start it again")
+    pinned = manifest.read_pinned(run_dir, node, split)
+    if pinned and "packed" in pinned:
+        opened = mindrecord.open_packed(Path(pinned["packed"]))
+        if opened.fingerprint != pinned["fingerprint"]:
+            raise UserError(f"the pack in {pinned['packed']} changed after the job started; start it again")
     elif pinned:
         opened = manifest.load_pinned(pinned, root, split, data_cfg.remote_cache)
+    elif data_cfg.format is DataFormat.mindrecord:
+        opened = mindrecord.open_packed(mindrecord.packed_folder(root, split, data_cfg.remote_cache))
     else:
         opened = manifest.open_split(root, split, data_cfg.manifest, data_cfg.manifest_check, data_cfg.remote_cache)[0]
     _check_classes(data_cfg, opened)
     return opened
 
 
-def pin_splits(data_cfg: DataConfig, splits: list[str], run_dir: Path) -> None:
-    """Open ``splits`` here, once, and pin their manifests in ``run_dir`` for the ranks this
+def pin_splits(data_cfg: DataConfig, splits: list[str], run_dir: Path, node: int) -> None:
+    """Open ``splits`` here, once, and pin them in ``run_dir`` for the ranks of ``node`` this
     process is about to start (which then list nothing and fetch nothing)."""
     root = resolve_root(data_cfg)
-    pinned = {}
+    opened, locations = {}, {}
     for split in splits:
         if data_cfg.format is DataFormat.mindrecord:
             folder = mindrecord.packed_folder(root, split, data_cfg.remote_cache)
-            opened, location = mindrecord.open_packed(folder), str(folder / mindrecord.ROWS)
+            opened[split], locations[split] = mindrecord.open_packed(folder), str(folder)
         else:
-            opened, location = manifest.open_split(
+            opened[split], locations[split] = manifest.open_split(
                 root, split, data_cfg.manifest, data_cfg.manifest_check, data_cfg.remote_cache
             )
-        _check_classes(data_cfg, opened)
-        pinned[split] = (location, opened.fingerprint)
-    manifest.pin(run_dir, pinned)
+        _check_classes(data_cfg, opened[split])
+    manifest.pin(run_dir, node, opened, locations)
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -162,10 +166,10 @@ def _check_classes(data_cfg: DataConfig, split: ImageSplit) -> None:
         raise UserError(f"data.num_classes={data_cfg.num_classes} but {str(split.path)!r} has {found} class folders")
 
 
-def open_train_split(data_cfg: DataConfig, run_dir: Path | None = None) -> ImageSplit:
+def open_train_split(data_cfg: DataConfig, run_dir: Path | None = None, node: int = 0) -> ImageSplit:
     """Open the training split once; epochs are then built from it."""
     _check_positive("data.batch_size", data_cfg.batch_size)
-    return open_split(data_cfg, data_cfg.train_split, run_dir)
+    return open_split(data_cfg, data_cfg.train_split, run_dir, node)
 
 
 def train_epoch(
@@ -186,7 +190,9 @@ def train_epoch(
     normalised (the compiled step normalises them: effv2.training.step.DeviceNormalise)."""
     image_size = data_cfg.train_size if image_size is None else image_size
     _check_positive("data.train_size", image_size)
-    transform = SubstitutingTrain(TrainTransform(data_cfg, image_size, uint8_out), split, seed, epoch)
+    transform = SubstitutingTrain(
+        TrainTransform(data_cfg, image_size, uint8_out), split, seed, epoch, data_cfg.on_bad_image.value
+    )
     rows = _rows(split, [int(i) for i in indices], record_to)
     dataset = _map(rows, transform, ["image", "label", "replaced"], workers, data_cfg.worker_kind)
     return dataset.batch(data_cfg.batch_size, drop_remainder=True)
@@ -198,6 +204,7 @@ def build_eval_split(
     image_size: int | None = None,
     shard: tuple[int, int] = (0, 1),
     run_dir: Path | None = None,
+    node: int = 0,
 ) -> LoadedSplit:
     """Every validation image, in a fixed order; the last batch may be partial. With
     ``shard=(rank, world_size)`` this rank gets images rank, rank + world_size, ...: over all
@@ -205,7 +212,7 @@ def build_eval_split(
     image_size = data_cfg.eval_size if image_size is None else image_size
     _check_positive("data.eval_size", image_size)
     _check_positive("data.eval_batch_size", data_cfg.eval_batch_size)
-    split = open_split(data_cfg, data_cfg.val_split, run_dir)
+    split = open_split(data_cfg, data_cfg.val_split, run_dir, node)
     rank, world_size = shard
     rows = _rows(split, list(range(rank, split.num_images, world_size)))
     transform = EvalRows(EvalTransform(data_cfg, image_size))

@@ -140,6 +140,12 @@ class TrainTransform:
         self.erasing_prob = float(aug.random_erasing_prob)
         self.normalise = _normalise(data_cfg)
 
+    def blank(self) -> np.ndarray:
+        """Zeros shaped like an output: the row of a bad image the run stops at (bad_images)."""
+        if self.uint8_out:
+            return np.zeros((self.size, self.size, 3), np.uint8)
+        return np.zeros((3, self.size, self.size), np.float32)
+
     def _crop_box(self, height: int, width: int, rng: np.random.Generator) -> geometry.CropBox | None:
         """The crop of a ``height`` x ``width`` image (None: the whole image), from sizes alone."""
         if self.crop != "random_resized_crop":

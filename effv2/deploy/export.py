@@ -152,7 +152,9 @@ def _batches(
     holds one batch's intermediate tensors at a time), or a fixed-batch file's own batch (which
     drops the remainder beyond the first batch rather than calibrate on padding)."""
     step = CALIBRATION_BATCH if predictor.exported.dynamic_batch else predictor.batch_size
-    images = decodable_files(predictor.transform, files, read, policy)[0]
+    images, kept = decodable_files(predictor.transform, files, read, policy)
+    if not len(kept):
+        raise UserError("none of the calibration images decodes; export.quantize=int8 needs some")
     if not predictor.exported.dynamic_batch:
         images = images[: max(step, len(images) // step * step)]
     return [images[start : start + step] for start in range(0, len(images), step)]
@@ -178,6 +180,11 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 def _quantized(cfg: RunConfig, fp32: ExportedModel) -> ExportedModel:
     """The INT8 sibling of ``fp32``: calibrated, measured on every val image against FP32, gated."""
     export, data = cfg.export, cfg.data
+    if data.format.name == "mindrecord":
+        raise UserError(
+            "export.quantize=int8 calibrates and measures on image files; with data.format=mindrecord give "
+            "the ImageFolder the shards were packed from (data.format=folder data.root=<folder>)"
+        )
     train, val = open_split(data, data.train_split), open_split(data, data.val_split)
     pick = np.random.default_rng(cfg.seed).permutation(train.num_images)[: export.calibration_images]
     fp32_predictor = Predictor.from_export(fp32, batch_size=cfg.infer.batch_size)
@@ -195,7 +202,7 @@ def _quantized(cfg: RunConfig, fp32: ExportedModel) -> ExportedModel:
     seconds = time.perf_counter() - started
     int8 = ExportedModel(int8_path, fp32.input_shape, fp32.class_names, {**fp32.report, "file": str(int8_path)})
     int8_predictor = Predictor.from_export(int8, batch_size=cfg.infer.batch_size)
-    fp32_rows, int8_rows, kept, pixels = [], [], [], np.zeros((0,))
+    fp32_rows, int8_rows, kept, first = [], [], [], None
     step = fp32_predictor.batch_size
     for start in range(0, val.num_images, step):  # each image decoded once, for both models
         pixels, positions = decodable_files(
@@ -204,12 +211,15 @@ def _quantized(cfg: RunConfig, fp32: ExportedModel) -> ExportedModel:
         if not len(positions):
             continue
         kept.append(start + positions)
+        first = pixels[:1] if first is None else first
         fp32_rows.append(fp32_predictor.run(pixels))
         int8_rows.append(int8_predictor.run(pixels))
+    if first is None:
+        raise UserError(f"no validation image of {val.path} decodes; export.quantize=int8 needs some")
     labels = np.asarray(val.labels)[np.concatenate(kept)]
     fp32_logits, int8_logits = np.concatenate(fp32_rows), np.concatenate(int8_rows)
     fp32_acc, int8_acc = _accuracy(fp32_logits, labels), _accuracy(int8_logits, labels)
-    timing_input = np.repeat(pixels[:1], fp32_predictor.batch_size, axis=0)
+    timing_input = np.repeat(first, fp32_predictor.batch_size, axis=0)
     quantization = {
         "scheme": "QDQ, int8 weights (7-bit with reduce_range), uint8 activations",
         "per_channel": export.per_channel,

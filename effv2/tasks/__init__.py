@@ -91,7 +91,7 @@ def _pin_data(cfg: RunConfig, run_dir: Path) -> None:
 
     data = cfg.data
     splits = [data.train_split, data.val_split] if cfg.task.name.name == "train" else [data.val_split]
-    pin_splits(data, splits, run_dir)
+    pin_splits(data, splits, run_dir, cfg.hardware.node_rank)
 
 
 def _run(cfg: RunConfig, run_dir: Path, multirun: bool) -> float:

@@ -49,5 +49,9 @@ def evaluate_split(cfg: RunConfig, net: EfficientNetV2, run_dir: Path | None = N
     from effv2.training.evaluate import evaluate
 
     info = ranks.current()
-    split = build_eval_split(cfg.data, cfg.hardware.num_workers, shard=(info.rank, info.world_size), run_dir=run_dir)
+    pinned_in = run_dir if info.distributed else None  # a launched rank: the launching process's manifests
+    split = build_eval_split(
+        cfg.data, cfg.hardware.num_workers, shard=(info.rank, info.world_size), run_dir=pinned_in,
+        node=info.rank // cfg.hardware.devices_per_node,
+    )  # fmt: skip
     return evaluate(net, split)

@@ -44,9 +44,12 @@ class EpochLog:
     def append(self, row: dict[str, Any]) -> None:
         rows = self.rows()
         if rows and list(rows[0]) != list(EPOCH_COLUMNS):  # written by an older effv2: same values, new header
-            self.path.unlink()
-            for old in rows:
-                self.append(old)
+            partial = self.path.with_suffix(".partial")
+            with partial.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS)
+                writer.writeheader()
+                writer.writerows({key: old.get(key, "") for key in EPOCH_COLUMNS} for old in rows)
+            partial.replace(self.path)
         new = not self.path.exists()
         with self.path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS)

@@ -39,6 +39,7 @@ class Progress:
     overflow_steps: int = 0
     loss_sum: float = 0.0  # this rank's finite losses of the epoch in progress, for its mean
     loss_count: int = 0
+    bad_images: int = 0  # this rank's training images replaced by substitutes in the epoch in progress
 
     def as_meta(self) -> dict[str, Any]:
         return {
@@ -50,15 +51,17 @@ class Progress:
             "overflow_steps": self.overflow_steps,
             "loss_sum": self.loss_sum,
             "loss_count": self.loss_count,
+            "bad_images": self.bad_images,
         }
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Progress:
-        return cls(**{key: meta[key] for key in cls().as_meta()})
+        defaults = cls().as_meta()  # a key newer than the checkpoint keeps its default
+        return cls(**{key: meta.get(key, default) for key, default in defaults.items()})
 
     def next_epoch(self) -> None:
         self.epoch, self.steps_done, self.evaluated = self.epoch + 1, 0, False
-        self.loss_sum, self.loss_count = 0.0, 0
+        self.loss_sum, self.loss_count, self.bad_images = 0.0, 0, 0
 
 
 def find_resume_checkpoint(resume: str) -> Path:

@@ -105,10 +105,11 @@ class Trainer:
         self.main = self.ranks.is_main
         # a launched rank reads the manifests the launching process pinned in the run folder
         pinned_in = run_dir if self.ranks.distributed else None
-        self.split = open_train_split(cfg.data, pinned_in)
+        node = self.ranks.rank // cfg.hardware.devices_per_node
+        self.split = open_train_split(cfg.data, pinned_in, node)
         self.bad_images = BadImageLog(self.split, cfg.data.on_bad_image.value, "training")
         self.val_data = build_eval_split(
-            cfg.data, self.workers, shard=(self.ranks.rank, self.world_size), run_dir=pinned_in
+            cfg.data, self.workers, shard=(self.ranks.rank, self.world_size), run_dir=pinned_in, node=node
         )
         if self.split.class_names != self.val_data.split.class_names:
             raise UserError(
@@ -234,6 +235,8 @@ class Trainer:
             "variant": self.cfg.model.name,
             "num_classes": self.cfg.model.num_classes,
             "class_names": list(self.split.class_names),
+            "train_images": self.split.num_images,
+            "train_fingerprint": self.split.fingerprint,
             "eval_size": self.cfg.data.eval_size,
             "schedule": [stage.as_row() for stage in self.schedule],
             "plan": {
@@ -258,17 +261,20 @@ class Trainer:
         if self.shadow_net is not None:
             ranks.average_bn_statistics(self.shadow_net)
 
-    def _epoch_loss(self) -> tuple[float, int]:
-        """(sum, count) of the finite training losses of the epoch so far, over all ranks."""
-        total = ranks.allreduce_sum(np.array([self.progress.loss_sum, self.progress.loss_count], np.float64))
-        return float(total[0]), int(round(total[1]))
+    def _epoch_loss(self) -> tuple[float, int, int]:
+        """(sum, count) of the finite training losses of the epoch so far and the bad images
+        replaced in it, over all ranks."""
+        progress = self.progress
+        total = ranks.allreduce_sum(np.array([progress.loss_sum, progress.loss_count, progress.bad_images], np.float64))
+        return float(total[0]), int(round(total[1])), int(round(total[2]))
 
     def _save_state(self, name: str, metrics: dict[str, float] | None = None) -> None:
         """A resumable checkpoint; collective: every rank calls it at the same step."""
         self._sync_ranks()
-        loss_sum, loss_count = self._epoch_loss()
+        loss_sum, loss_count, bad_images = self._epoch_loss()
         entries = state_entries(self.step, self.net, self.shadow_net)
-        self.folder.save(name, entries, self._meta(metrics, loss_sum=loss_sum, loss_count=loss_count))
+        extra = {"loss_sum": loss_sum, "loss_count": loss_count, "bad_images": bad_images}
+        self.folder.save(name, entries, self._meta(metrics, **extra))
 
     def _save_model(self, path: str | Path, metrics: dict[str, float]) -> None:
         self.folder.save(path, model_entries(self.net, self.shadow_net), self._meta(metrics))
@@ -284,16 +290,29 @@ class Trainer:
         if meta.get("schedule") != [stage.as_row() for stage in self.schedule]:
             log.warning("resume: the progressive schedule differs from the one %s was trained with", path)
         self._check_resumable_plan(path, meta)
+        self._check_same_data(path, meta)
         progress = Progress.from_meta(meta)
         if progress.evaluated:
             progress.next_epoch()
-        elif not self.main:  # the epoch's losses so far are over all ranks: count them once
-            progress.loss_sum, progress.loss_count = 0.0, 0
+        elif not self.main:  # the epoch's losses and bad images so far are over all ranks: count them once
+            progress.loss_sum, progress.loss_count, progress.bad_images = 0.0, 0, 0
         self.progress = progress
         log.info("resumed from %s at epoch %d, %d steps done", path, progress.epoch, progress.steps_done)
         self.folder.adopt(path, progress)
         global_step = (progress.epoch - 1) * self.steps_per_epoch + progress.steps_done
         self.loggers.adopt(ResumePoint(path.parent.parent, progress.epoch, global_step, meta.get("loggers", {})))
+
+    def _check_same_data(self, path: Path, meta: dict[str, Any]) -> None:
+        """The epoch order is a permutation of the split's indices: another split (images added or
+        removed, a pack that left images out) continues training, but not the original order."""
+        images, fingerprint = meta.get("train_images"), meta.get("train_fingerprint")
+        if images is not None and images != self.split.num_images:
+            log.warning(
+                "resume: %s trained on %d images, the training split now holds %d: the epoch order and "
+                "the step count differ from the original run's from here on", path, images, self.split.num_images,
+            )  # fmt: skip
+        elif fingerprint and fingerprint != self.split.fingerprint:
+            log.warning("resume: the training split's listing (names or sizes) changed since %s was written", path)
 
     def _check_resumable_plan(self, path: Path, meta: dict[str, Any]) -> None:
         """A run continues on any device count whose global batch is the same: the epoch is cut
@@ -339,7 +358,6 @@ class Trainer:
         self.net.rng_step.set_data(Tensor(np.array([self.plan.global_micro(run_micro, rank)], np.int64)))
         started = time.perf_counter()
         waited = 0.0
-        substituted = 0  # bad images this rank replaced this epoch
         steps_at_start = progress.steps_done
         if len(remaining):
             record_to = None
@@ -364,7 +382,7 @@ class Trainer:
                 dataset.create_tuple_iterator(num_epochs=1, output_numpy=True), start=first_micro
             ):
                 waited += time.perf_counter() - ready  # the step waited this long for its batch
-                substituted += self.bad_images.report(replaced[:, 0], replaced[:, 1])
+                progress.bad_images += self.bad_images.report(replaced[:, 0], replaced[:, 1])
                 global_micro = self.plan.global_micro((epoch - 1) * self.micro_per_epoch + micro, rank)
                 targets = smoothed_one_hot(labels, cfg.model.num_classes, cfg.train.label_smoothing)
                 images, targets = self.mixer(images, targets, global_micro)
@@ -403,8 +421,7 @@ class Trainer:
             bar.close()
         seconds = time.perf_counter() - started
         trained = (progress.steps_done - steps_at_start) * self.global_batch  # over all ranks
-        substituted = int(ranks.allreduce_sum(np.array([substituted], np.float64))[0])
-        loss_sum, loss_count = self._epoch_loss()
+        loss_sum, loss_count, substituted = self._epoch_loss()
         return {
             "epoch": epoch,
             "stage": stage.index,
