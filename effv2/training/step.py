@@ -9,6 +9,13 @@ In a data-parallel job the gradients are averaged over the ranks before accumula
 overflow decision is taken over all ranks (so every rank skips or applies the same steps), and
 ``rng_step`` numbers micro-batches globally: rank r's micro-batch i is number i * W + r, the
 number the same micro-batch has in one process with W times the accumulation.
+
+BN running statistics move once per optimizer step under accumulation too: each micro-batch
+updates them from the step's starting value, and the step keeps the average of those updates.
+The update is linear (``m * start + (1 - m) * batch``), so that is the update from the mean of the
+micro-batches' batch statistics: exactly what W ranks averaging their own updates give (the ranks'
+statistics are averaged before every evaluation and checkpoint), so W ranks and one process with
+W x the accumulation agree on every tensor.
 """
 
 from __future__ import annotations
@@ -37,6 +44,34 @@ _unscale = ops.MultitypeFuncGraph("unscale")
 @_unscale.register("Tensor", "Tensor")
 def _unscale_one(scale, grad):
     return grad / scale
+
+
+_copy = ops.MultitypeFuncGraph("copy")
+
+
+@_copy.register("Tensor", "Tensor")
+def _copy_one(target, source):
+    return ops.assign(target, source)
+
+
+_add_and_restore = ops.MultitypeFuncGraph("add_and_restore")
+
+
+@_add_and_restore.register("Tensor", "Tensor", "Tensor")
+def _add_and_restore_one(total, statistic, start):
+    """Add the micro-batch's updated running statistic to the step's sum, then put back the
+    value the step started from, so that every micro-batch updates from the same start."""
+    added = ops.assign_add(total, statistic)
+    return ops.assign(statistic, ops.depend(start, added))
+
+
+_average_into = ops.MultitypeFuncGraph("average_into")
+
+
+@_average_into.register("Number", "Tensor", "Tensor")
+def _average_into_one(inverse_steps, statistic, total):
+    averaged = ops.assign(statistic, total * inverse_steps)
+    return ops.assign(total, ops.depend(ops.zeros_like(total), averaged))
 
 
 _zero = ops.MultitypeFuncGraph("zero")
@@ -100,6 +135,10 @@ class TrainStep(nn.Cell):
         self.accumulation_steps = accumulation_steps
         if accumulation_steps > 1:
             self.accumulated = self.weights.clone(prefix="accumulated", init="zeros")
+            statistics = [p for p in net.get_parameters() if p.name.endswith(("moving_mean", "moving_variance"))]
+            self.bn_statistics = ms.ParameterTuple(statistics)
+            self.bn_start = self.bn_statistics.clone(prefix="accumulated.bn_start", init="zeros")
+            self.bn_sum = self.bn_statistics.clone(prefix="accumulated.bn_sum", init="zeros")
             if self.scaled:  # the step's micro-batches whose scaled loss overflowed
                 self.loss_overflows = Parameter(
                     Tensor(np.zeros((1,), np.float32)), name="loss_scale.accumulated_overflows", requires_grad=False
@@ -146,7 +185,13 @@ class TrainStep(nn.Cell):
         optimizer step on the buffers. Each phase is its own compiled graph, so accumulation
         compiles the forward / backward pass once."""
         if phase == APPLY:
-            return self._finish(self.accumulated, self.loss_overflows if self.scaled else None, None)
+            averaged = self.hyper_map(
+                ops.partial(_average_into, 1.0 / self.accumulation_steps), self.bn_statistics, self.bn_sum
+            )
+            overflows = self.loss_overflows if self.scaled else None
+            return ops.depend(self._finish(self.accumulated, overflows, None), averaged)
+        if phase == ACCUMULATE:  # the step's starting statistics, before this forward pass moves them
+            images = ops.depend(images, self.hyper_map(_copy, self.bn_start, self.bn_statistics))
         loss, grads = self.grad_fn(images, targets)
         scaled_loss = loss
         if self.scaled:
@@ -161,6 +206,7 @@ class TrainStep(nn.Cell):
             loss = ops.depend(
                 loss, self.hyper_map(ops.partial(_accumulate, 1.0 / self.accumulation_steps), self.accumulated, grads)
             )
+            loss = ops.depend(loss, self.hyper_map(_add_and_restore, self.bn_sum, self.bn_statistics, self.bn_start))
             if self.scaled:
                 loss = ops.depend(loss, ops.assign_add(self.loss_overflows, loss_overflow))
             return loss, ops.ones((), ms.bool_)
