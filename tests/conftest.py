@@ -235,3 +235,28 @@ def mlflow_run_of(run_dir: Path) -> tuple[str, str]:
     client = MlflowClient(f"sqlite:///{run_dir / 'mlflow' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("effv2").experiment_id])
     return run.info.run_id, run.info.status
+
+
+# the data-parallel equivalence: per-device batch 32, so 80 training images give one step of 64
+# per epoch and drop 16; drop_path 0.2 and the head dropout 0.2 (the micro network's) are on
+BATCH = 32
+ONE_PROCESS = ("hardware=cpu", "train.accumulation_steps=2")
+TWO_RANKS = ("hardware=cpu_2p",)
+COMMON = ("scheduler=constant", "optimizer=rmsprop", "data.record_reads=true", "train.checkpoint.keep_top_k=5")
+
+
+@pytest.fixture(scope="session")
+def runs(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The data-parallel runs (tests/test_data_parallel.py, test_multinode.py): two epochs on one
+    process (accumulation 2) and on two ranks, then each resumed for a third epoch on the other."""
+    base = tmp_path_factory.mktemp("dp")
+    plan = {
+        "one": (*ONE_PROCESS, "train.epochs=2"),
+        "two": (*TWO_RANKS, "hardware.master_port=8161", "train.epochs=2"),
+        "two_then_one": (*ONE_PROCESS, "train.epochs=3", f"resume={base / 'two'}"),
+        "one_then_two": (*TWO_RANKS, "hardware.master_port=8162", "train.epochs=3", f"resume={base / 'one'}"),
+    }
+    for name, overrides in plan.items():
+        result = run_cli(*tiny_data(tiny_folder, BATCH), *COMMON, *overrides, f"hydra.run.dir={base / name}")
+        assert result.returncode == 0, f"{name}: {(result.stdout + result.stderr)[-3000:]}"
+    return {name: base / name for name in plan}

@@ -585,11 +585,20 @@ def _required_to_train(task: Any, what: str) -> None:
         raise RequiredValue(f"this configuration needs {what}")
 
 
+def node_path(node_rank: int, name: str) -> str:
+    """Where node ``node_rank``'s launching run.py keeps ``name`` inside a run folder that the
+    nodes of a multi-node job share: node 0 the run folder itself (its log, its .hydra/), every
+    other node ``ranks/node<k>/``, so that only node 0 writes the run's own files."""
+    return name if int(node_rank) == 0 else f"ranks/node{int(node_rank)}/{name}"
+
+
 def register_configs() -> None:
     # a preset marks a value the user must give: YAML "???" cannot, because merging "???" onto
     # a group's default keeps the default
     if not OmegaConf.has_resolver("effv2.required_to_train"):
         OmegaConf.register_new_resolver("effv2.required_to_train", _required_to_train)
+    if not OmegaConf.has_resolver("effv2.node_path"):
+        OmegaConf.register_new_resolver("effv2.node_path", node_path)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RunConfig)
     for name, node in {
@@ -607,10 +616,11 @@ def register_configs() -> None:
         cs.store(group="scheduler", name=name, node=node)
 
 
-def load_run_config(run_dir: Path) -> RunConfig:
-    """The config a run folder was started with (``.hydra/config.yaml``), typed by the schema:
-    what every rank of a launched job reads, so all ranks run the very same configuration."""
-    composed = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+def load_run_config(run_dir: Path, node: int = 0) -> RunConfig:
+    """The config a run folder was started with (``.hydra/config.yaml``; node k of a multi-node job
+    ``ranks/node<k>/.hydra/config.yaml``), typed by the schema: what every rank of a launched job
+    reads, so all ranks run the very same configuration (the nodes' differ in node_rank alone)."""
+    composed = OmegaConf.load(run_dir / node_path(node, ".hydra") / "config.yaml")
     cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), composed)
     OmegaConf.set_struct(cfg, True)
     return cfg  # type: ignore[return-value]

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from effv2.config.schema import HardwareConfig, RunConfig
+from effv2.config.schema import HardwareConfig, RunConfig, node_path
 from effv2.errors import UserError
 from effv2.launch.device import CPU_ISA_CAP, CPU_ISA_VARIABLE
 from effv2.launch.ranks import WORKER_ENV, rank_status_path
@@ -61,8 +61,8 @@ def _base_env(hw: HardwareConfig) -> dict[str, str]:
     return env
 
 
-def _worker_command(run_dir: Path) -> list[str]:
-    return ["python", "-m", "effv2.tasks.rank", str(run_dir)]
+def _worker_command(run_dir: Path, node: int) -> list[str]:
+    return ["python", "-m", "effv2.tasks.rank", str(run_dir), str(node)]
 
 
 def plan(cfg: RunConfig, run_dir: Path) -> list[ProcessPlan]:
@@ -78,7 +78,7 @@ def plan(cfg: RunConfig, run_dir: Path) -> list[ProcessPlan]:
                 "msrun", f"--worker_num={total}", f"--local_worker_num={per_node}",
                 f"--master_addr={hw.master_addr}", f"--master_port={hw.master_port}", f"--node_rank={node}",
                 f"--log_dir={logs}", "--join=True", f"--cluster_time_out={cfg.launcher.cluster_timeout}",
-                *_worker_command(run_dir),
+                *_worker_command(run_dir, node),
             ]  # fmt: skip
             plans.append(ProcessPlan(node, node_ranks, command, _base_env(hw), str(logs / "worker_<rank>.log")))
         elif hw.launch.name == "rank_table":
@@ -92,10 +92,10 @@ def plan(cfg: RunConfig, run_dir: Path) -> list[ProcessPlan]:
                     "RANK_ID": str(rank),
                     "RANK_SIZE": str(total),
                 }
-                command = [sys.executable, *_worker_command(run_dir)[1:]]
+                command = [sys.executable, *_worker_command(run_dir, node)[1:]]
                 plans.append(ProcessPlan(node, [rank], command, env, str(logs / f"worker_{rank}.log")))
         elif total == 1:
-            command = [sys.executable, *_worker_command(run_dir)[1:]]
+            command = [sys.executable, *_worker_command(run_dir, 0)[1:]]
             plans.append(ProcessPlan(0, [0], command, _base_env(hw), str(run_dir / "run.log")))
         else:
             raise UserError(f"hardware={hw.name} asks for {total} processes but launch=none; use msrun or rank_table")
@@ -106,7 +106,9 @@ def print_plan(cfg: RunConfig, run_dir: Path) -> float:
     """launcher.dry_run=true: show what each node would start, start nothing."""
     text = "\n".join(p.render() for p in plan(cfg, run_dir))
     print(text)
-    (run_dir / "launch_plan.txt").write_text(text + "\n")
+    target = run_dir / node_path(cfg.hardware.node_rank, "launch_plan.txt")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text + "\n")
     return 0.0
 
 
@@ -134,18 +136,24 @@ def _failed_rank(run_dir: Path, output: str, ranks: list[int]) -> str:
     return f"see the logs in {run_dir / 'ranks'}"
 
 
-def _hung_rank(run_dir: Path, ranks: list[int], timeout: int) -> str | None:
-    """The stalest rank once any rank has made no progress for ``timeout`` seconds."""
+def _describe(rank: int, per_node: int, nodes: int) -> str:
+    return f"rank {rank} (node {rank // per_node})" if nodes > 1 else f"rank {rank}"
+
+
+def _hung_rank(run_dir: Path, hw: HardwareConfig, timeout: int) -> str | None:
+    """The stalest rank once any rank has made no progress for ``timeout`` seconds. Every rank's
+    status file is read, other nodes' too where the run folder is shared: a node that died is then
+    named, not the local rank left waiting for it in a collective."""
     if timeout <= 0:
         return None
     idle = {}
-    for rank in ranks:
+    for rank in range(world_size(hw)):
         status = rank_status_path(run_dir, rank)
         try:
             state = json.loads(status.read_text())
             since = time.time() - status.stat().st_mtime
         except (OSError, ValueError):
-            continue  # not written yet, or being rewritten right now
+            continue  # not written yet, being rewritten right now, or on an unshared node
         if state.get("heartbeat") and state.get("status") == "running":
             idle[rank] = since
     if not idle or max(idle.values()) <= timeout:
@@ -153,9 +161,8 @@ def _hung_rank(run_dir: Path, ranks: list[int], timeout: int) -> str | None:
     rank = max(idle, key=idle.get)
     log_file = run_dir / "ranks" / f"worker_{rank}.log"
     others = "; the other ranks wait for it in their collectives" if len(idle) > 1 else ""
-    return (
-        f"rank {rank} made no progress for {idle[rank]:.0f} s (launcher.hang_timeout={timeout}){others}; see {log_file}"
-    )
+    who = _describe(rank, hw.devices_per_node, hw.nodes)
+    return f"{who} made no progress for {idle[rank]:.0f} s (launcher.hang_timeout={timeout}){others}; see {log_file}"
 
 
 def _end_ranks(run_dir: Path, ranks: list[int]) -> None:
@@ -194,7 +201,7 @@ def launch(cfg: RunConfig, run_dir: Path) -> float:
         processes.append((process_plan, proc, out))
     failed = None
     while processes and failed is None:
-        failed = _hung_rank(run_dir, local_ranks, cfg.launcher.hang_timeout)
+        failed = _hung_rank(run_dir, cfg.hardware, cfg.launcher.hang_timeout)
         for item in list(processes):
             process_plan, proc, out = item
             code = proc.poll()

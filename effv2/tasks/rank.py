@@ -1,6 +1,6 @@
-"""One rank of a multi-process job: ``python -m effv2.tasks.rank <run folder>``.
+"""One rank of a multi-process job: ``python -m effv2.tasks.rank <run folder> <node>``.
 
-Reads the config the launching run.py composed, joins the communication group, and runs the
+Reads the config the launching run.py of its node composed, joins the communication group, and runs the
 task through the same sequence as a single process. Only rank 0 writes the run log, metrics
 and checkpoints; every rank's console output is its ``ranks/worker_<rank>.log``.
 """
@@ -29,11 +29,11 @@ def _join(run_dir: Path) -> None:
     write_rank_status(run_dir, status="running")
 
 
-def main(run_dir: Path) -> int:
+def main(run_dir: Path, node: int = 0) -> int:
     from effv2.launch.ranks import write_rank_status
     from effv2.tasks import run_in_process
 
-    cfg = load_run_config(run_dir)
+    cfg = load_run_config(run_dir, node)
     try:
         metric = run_in_process(cfg, run_dir, join_ranks=lambda: _join(run_dir))
     except UserError as exc:
@@ -44,4 +44,4 @@ def main(run_dir: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0))
