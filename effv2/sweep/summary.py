@@ -197,6 +197,8 @@ class SweepSummary(Callback):
             "return_value": value if isinstance(value, (int, float)) and math.isfinite(value) else None,
             "wall_s": time.time() - self._started if self._started else None,
             "error": error,
+            # the scheduler's job, where one ran it (hydra/launcher=slurm)
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         }
         (output_dir / JOB_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 

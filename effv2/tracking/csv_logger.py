@@ -21,10 +21,13 @@ class CSVLogger(Logger):
         self.epoch_log = EpochLog(context.run_dir / METRICS_CSV)
 
     def adopt(self, point: ResumePoint) -> None:
-        """The resumed run's rows before the epoch in progress."""
-        for row in EpochLog(point.run_dir / METRICS_CSV).rows():
-            if int(row["epoch"]) < point.epoch:
-                self.epoch_log.append(row)
+        """The resumed run's rows before the epoch in progress (in its own folder, a requeued
+        job: the rows the killed run wrote for later epochs are dropped)."""
+        rows = [row for row in EpochLog(point.run_dir / METRICS_CSV).rows() if int(row["epoch"]) < point.epoch]
+        if self.epoch_log.path.exists() and self.epoch_log.path.resolve() == (point.run_dir / METRICS_CSV).resolve():
+            self.epoch_log.path.unlink()
+        for row in rows:
+            self.epoch_log.append(row)
 
     def log_epoch(self, step: int, row: dict[str, Any]) -> None:
         self.epoch_log.append(row)

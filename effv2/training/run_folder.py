@@ -130,8 +130,8 @@ class RunFolder:
     def adopt(self, checkpoint: Path, progress: Progress) -> None:
         """Continue the history of the run that wrote ``checkpoint``: its top-k and best
         checkpoints (its metrics: the loggers' ``adopt``)."""
-        if not self.writer:
-            return
+        if not self.writer or checkpoint.parent.resolve() == self.ckpt_dir.resolve():
+            return  # resumed in its own folder (a requeued job): its files are already here
         for _, _, name in progress.top_k:
             source = checkpoint.parent / "top" / name
             if source.is_file():

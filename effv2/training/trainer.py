@@ -25,7 +25,7 @@ from effv2.data.pipeline import build_eval_split, open_train_split, train_epoch
 from effv2.data.sharding import BatchPlan, epoch_order
 from effv2.data.transforms import device_normalise_blocker
 from effv2.errors import Interrupted, UserError
-from effv2.launch import ranks
+from effv2.launch import ranks, slurm
 from effv2.models import build_model, get_variant, model_summary
 from effv2.models.blocks import convert_to_sync_bn
 from effv2.models.cpu_kernels import cpu_kernels_wanted, use_cpu_kernels
@@ -65,7 +65,8 @@ def seed_everything(seed: int) -> None:
 
 
 class StopRequests:
-    """Turns SIGTERM / SIGINT into a request the loop honours after the current step."""
+    """Turns SIGTERM / SIGINT, and SLURM's time-limit warning (SIGUSR2), into a request the loop
+    honours after the current step (effv2.launch.slurm)."""
 
     def __init__(self) -> None:
         self.signal_number: int | None = None
@@ -78,7 +79,8 @@ class StopRequests:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        signals = (signal.SIGTERM, signal.SIGINT, slurm.TIMEOUT_SIGNAL)
+        previous = {sig: signal.signal(sig, self._handle) for sig in signals}
         try:
             yield self
         finally:
@@ -440,11 +442,13 @@ class Trainer:
 
     def _interrupt(self, epoch: int, steps_done: int) -> None:
         self._save_state(RECOVERY)
-        name = signal.Signals(self.stop.signal_number).name
+        number = self.stop.signal_number
+        requeued = self.main and not self.ranks.distributed and slurm.requeue_after(number)
+        then = "SLURM runs it again from there" if requeued else f"continue with resume={self.run_dir}"
         raise Interrupted(
-            f"{name} received: stopped after step {steps_done} (epoch {epoch}) and wrote "
-            f"{self.folder.ckpt_dir / RECOVERY}; continue with resume={self.run_dir}",
-            self.stop.signal_number,
+            f"{signal.Signals(number).name} received: stopped after step {steps_done} (epoch {epoch}) and wrote "
+            f"{self.folder.ckpt_dir / RECOVERY}; {then}",
+            number,
         )
 
     def _stop_on_divergence(self, epoch: int, loss: float) -> None:
@@ -516,8 +520,9 @@ def _fmt(value: Any, spec: str) -> str:
 
 def train(cfg: RunConfig, run_dir: Path) -> TrainResult:
     trainer = Trainer(cfg, run_dir)
-    if cfg.resume:
-        trainer.resume(cfg.resume)
+    resume = cfg.resume or slurm.requeued_resume(run_dir)
+    if resume:
+        trainer.resume(resume)
     loggers = trainer.loggers
     loggers.start()
     try:
