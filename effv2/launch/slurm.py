@@ -28,6 +28,16 @@ def job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
+def log_job() -> None:
+    """Say in the run's log which SLURM job this is (what scancel / scontrol take)."""
+    if job_id() is None:
+        return
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    task = f" (array task {array}_{os.environ.get('SLURM_ARRAY_TASK_ID')})" if array else ""
+    log.info("SLURM job %s%s on %s, restart %d", job_id(), task, os.environ.get("SLURMD_NODENAME", "?"),
+             restart_count())  # fmt: skip
+
+
 def restart_count() -> int:
     try:
         return int(os.environ.get("SLURM_RESTART_COUNT", "0"))

@@ -71,6 +71,9 @@ def run_task(cfg: RunConfig, run_dir: Path, multirun: bool = False) -> float:
     """``run.py``'s task: print the launch plan, or run it (every rank, or here as one process)
     with the run folder mirrored to ``output.remote`` when set."""
     _check_complete(cfg)
+    from effv2.launch import slurm
+
+    slurm.log_job()
     if cfg.task.name.name != "convert" and cfg.launcher.dry_run:
         return print_plan(cfg, run_dir)
     if not cfg.output.remote:
