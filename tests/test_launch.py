@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ def _dry_run(tmp_path: Path, *overrides: str) -> str:
 HARDWARE = sorted(p.stem for p in (CONF_DIR / "hardware").glob("*.yaml"))
 EXPECTED_MSRUN = {
     "cpu_2p": (1, 2, 2),
+    "cpu_2n": (2, 2, 1),
     "gpu_8p": (1, 8, 8),
     "ascend910_8p": (1, 8, 8),
     "ascend910_16p": (2, 16, 8),
@@ -39,7 +41,8 @@ def test_dry_run_prints_every_nodes_command(hardware: str, tmp_path: Path) -> No
     text = _dry_run(tmp_path, f"hardware={hardware}", "hardware.master_addr=10.1.2.3", "hardware.master_port=9000")
     commands = [line for line in text.splitlines() if not line.startswith("#")]
     assert all("EFFV2_WORKER=1" in c and f'PATH="{Path(sys.executable).parent}:$PATH"' in c for c in commands)
-    assert all(c.endswith(f"-m effv2.tasks.rank {tmp_path}") for c in commands)
+    # each rank reads its node's config (node 0's: .hydra/, node k's: ranks/node<k>/.hydra/)
+    assert all(re.search(rf"-m effv2\.tasks\.rank {re.escape(str(tmp_path))} \d+$", c) for c in commands)
     if hardware in EXPECTED_MSRUN:
         nodes, workers, local = EXPECTED_MSRUN[hardware]
         assert len(commands) == nodes
@@ -47,7 +50,7 @@ def test_dry_run_prints_every_nodes_command(hardware: str, tmp_path: Path) -> No
             assert f" msrun --worker_num={workers} --local_worker_num={local}" in command
             assert "--master_addr=10.1.2.3 --master_port=9000" in command and f"--node_rank={node}" in command
             assert f"--log_dir={tmp_path / 'ranks'}" in command and "--join=True" in command
-            assert command.endswith(f"python -m effv2.tasks.rank {tmp_path}")
+            assert command.endswith(f"python -m effv2.tasks.rank {tmp_path} {node}")
     else:
         assert len(commands) == 1 and "msrun" not in commands[0]
     assert ("ONEDNN_MAX_CPU_ISA=" in text) == hardware.startswith("cpu")
