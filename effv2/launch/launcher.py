@@ -158,11 +158,26 @@ def _hung_rank(run_dir: Path, hw: HardwareConfig, timeout: int) -> str | None:
             idle[rank] = since
     if not idle or max(idle.values()) <= timeout:
         return None
-    rank = max(idle, key=idle.get)
+    # a local rank whose process still runs is waiting, not lost: name one that is gone (or on
+    # another node, where this launcher cannot tell) when there is one over the timeout
+    stale = {rank: since for rank, since in idle.items() if since > timeout}
+    gone = {rank: since for rank, since in stale.items() if not _running_here(run_dir, rank, hw)}
+    rank = max(gone or stale, key=(gone or stale).get)
     log_file = run_dir / "ranks" / f"worker_{rank}.log"
     others = "; the other ranks wait for it in their collectives" if len(idle) > 1 else ""
     who = _describe(rank, hw.devices_per_node, hw.nodes)
     return f"{who} made no progress for {idle[rank]:.0f} s (launcher.hang_timeout={timeout}){others}; see {log_file}"
+
+
+def _running_here(run_dir: Path, rank: int, hw: HardwareConfig) -> bool:
+    """Whether ``rank`` is one of this node's and its process is alive."""
+    if rank // hw.devices_per_node != hw.node_rank:
+        return False
+    try:
+        os.kill(json.loads(rank_status_path(run_dir, rank).read_text())["pid"], 0)
+    except (OSError, ValueError, KeyError):
+        return False
+    return True
 
 
 def _end_ranks(run_dir: Path, ranks: list[int]) -> None:
