@@ -84,9 +84,17 @@ def test_a_multi_process_job_through_the_launcher_wiring_trains_as_one_process(
     _assert_same_training(runs["one"] / "checkpoints" / "last.ckpt", sweep_dir / "0" / "checkpoints" / "last.ckpt")
 
 
+@pytest.mark.parametrize(
+    "stop,received",
+    [
+        (["scontrol", "requeue"], "SIGTERM"),  # preemption / requeue: SLURM ends and requeues the job
+        (["scancel", "--signal=USR2"], "SIGUSR2"),  # the time-limit warning: the job requeues itself
+    ],
+)
 def test_a_requeued_job_resumes_from_its_recovery_checkpoint_exactly(
-    cluster: slurm_cluster.Cluster, resumable_reference: Path, tiny_folder: Path, tmp_path: Path
-) -> None:
+    cluster: slurm_cluster.Cluster, resumable_reference: Path, tiny_folder: Path, tmp_path: Path,
+    stop: list[str], received: str,
+) -> None:  # fmt: skip
     sweep_dir = tmp_path / "requeued"
     command = [sys.executable, "run.py", "-m", *resumable(tiny_folder), *SLURM, f"hydra.sweep.dir={sweep_dir}"]
     sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -97,7 +105,7 @@ def test_a_requeued_job_resumes_from_its_recovery_checkpoint_exactly(
         time.sleep(0.1)
     assert recovery.exists() and not (sweep_dir / "0" / "metrics.json").exists()
     (job_id,) = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
-    subprocess.run(["scontrol", "requeue", job_id], check=True)  # SIGTERM now, the job runs again later
+    subprocess.run([*stop, job_id], check=True)
     # SLURM holds a requeued job back for a while (its begin time); let it start as soon as it is pending
     while sweep.poll() is None and time.monotonic() < deadline:
         state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout
@@ -108,7 +116,7 @@ def test_a_requeued_job_resumes_from_its_recovery_checkpoint_exactly(
     output, _ = sweep.communicate(timeout=900)
     assert sweep.returncode == 0, output[-3000:]
     log_text = (sweep_dir / "0" / "run.log").read_text()
-    assert "SIGTERM received: stopped after step" in log_text
+    assert f"{received} received: stopped after step" in log_text
     assert f"SLURM restarted job {job_id} (restart 1): resuming from {sweep_dir / '0'}" in log_text
     expected = ms.load_checkpoint(str(resumable_reference / "checkpoints" / "last.ckpt"))
     actual = ms.load_checkpoint(str(sweep_dir / "0" / "checkpoints" / "last.ckpt"))
