@@ -4,6 +4,7 @@ materialised demo digits and the compiled-graph caches (``hardware.compile_cache
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -17,3 +18,10 @@ def digits_dir() -> Path:
 
 def compile_cache_dir(key: str) -> Path:
     return cache_dir() / "compile" / key
+
+
+def temp_dir(prefix: str) -> Path:
+    """A new folder under ``$EFFV2_CACHE/tmp`` (beside the cache, not in a small /tmp): fetched
+    or staged data sets live there; the caller removes it."""
+    (cache_dir() / "tmp").mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=cache_dir() / "tmp"))

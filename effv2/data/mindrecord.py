@@ -20,13 +20,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import mindspore.dataset as ds
 
-from effv2.cache import cache_dir
+from effv2.cache import cache_dir, temp_dir
 from effv2.data import manifest
 from effv2.data.split import ImageSplit
 from effv2.errors import UserError
@@ -63,8 +62,7 @@ def _fetch(url: str, remote_cache: bool) -> Path:
     if remote_cache:
         local = cache_dir() / "remote" / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
     else:
-        (cache_dir() / "tmp").mkdir(parents=True, exist_ok=True)
-        local = Path(tempfile.mkdtemp(prefix="shards-", dir=cache_dir() / "tmp"))
+        local = temp_dir("shards-")
         atexit.register(shutil.rmtree, local, True)
     local.mkdir(parents=True, exist_ok=True)
     started, fetched = time.perf_counter(), 0

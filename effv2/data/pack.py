@@ -18,7 +18,6 @@ import logging
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from mindspore.mindrecord import FileWriter
 
-from effv2.cache import cache_dir
+from effv2.cache import temp_dir
 from effv2.data import manifest
 from effv2.data.checking import checked_images, default_workers
 from effv2.data.file_table import FileTable
@@ -155,8 +154,7 @@ def pack(root: str, out: str, splits: list[str], shard_size: str, workers: int) 
     for split_name in splits:
         split = manifest.open_split(root, split_name)[0]
         if is_remote(out):
-            (cache_dir() / "tmp").mkdir(parents=True, exist_ok=True)
-            staged = Path(tempfile.mkdtemp(prefix="pack-", dir=cache_dir() / "tmp"))
+            staged = temp_dir("pack-")
             try:
                 info = pack_split(split, staged, budget, workers, _uploader(join(out, split_name)))
             finally:
