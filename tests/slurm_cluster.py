@@ -1,7 +1,12 @@
-"""A one-host SLURM cluster for the tests, from Debian's slurm-wlm and munge (``.ci/run`` installs
-them): munged, slurmctld and one slurmd on 127.0.0.1 with a generated slurm.conf (one node with
-this machine's CPUs; Debian's build has no multiple-slurmd support, so one host is one node),
-started as root and stopped after. Client commands find it through ``SLURM_CONF``."""
+"""A one-host SLURM cluster for the tests, from Debian's slurm-wlm, slurmdbd, munge and
+mariadb-server (``.ci/run`` installs them): munged, a MariaDB server, slurmdbd, slurmctld and one
+slurmd on 127.0.0.1 with a generated slurm.conf (one node with this machine's CPUs; Debian's
+build has no multiple-slurmd support, so one host is one node), started as root in a temporary
+folder and stopped after. Client commands find it through ``SLURM_CONF``.
+
+Accounting (slurmdbd on MariaDB) is there because submitit learns how a job ended from
+``sacct``: without it a job that was cancelled or killed, and so wrote no result, is waited for
+forever, as on a real cluster without accounting."""
 
 from __future__ import annotations
 
@@ -10,19 +15,22 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 NODE = socket.gethostname().split(".")[0]  # slurmctld must run on the host its config names
-DAEMONS = ("munged", "slurmctld", "slurmd")
+PROGRAMS = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "slurmd")
+DATABASE_PASSWORD = "effv2-tests"  # a throwaway server on 127.0.0.1 that lives as long as the tests
 
 
 def missing() -> str | None:
     """Why no cluster can run here, or None."""
     if os.geteuid() != 0:
         return "the SLURM tests start munged, slurmctld and slurmd and need root"
-    absent = [name for name in (*DAEMONS, "sbatch", "scontrol") if shutil.which(name) is None]
+    absent = [name for name in (*PROGRAMS, "sbatch", "scontrol") if shutil.which(name) is None]
     if absent:
-        return f"SLURM is not installed ({', '.join(absent)} missing: apt-get install slurm-wlm munge)"
+        return (f"SLURM is not installed ({', '.join(absent)} missing: "
+                "apt-get install slurm-wlm slurmdbd munge mariadb-server)")  # fmt: skip
     return None
 
 
@@ -32,7 +40,30 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _conf(folder: Path, socket_path: Path) -> str:
+def _dbd_conf(folder: Path, socket_path: Path, dbd_port: int, database_port: int) -> str:
+    return f"""AuthType=auth/munge
+AuthInfo=socket={socket_path}
+DbdHost={NODE}
+DbdAddr=127.0.0.1
+DbdPort={dbd_port}
+SlurmUser=root
+PidFile={folder}/slurmdbd.pid
+LogFile={folder}/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={database_port}
+StorageUser=slurm
+StoragePass={DATABASE_PASSWORD}
+StorageLoc=slurm_acct_db
+"""
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _conf(folder: Path, socket_path: Path, dbd_port: int) -> str:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     return f"""ClusterName=effv2
 SlurmctldHost={NODE}(127.0.0.1)
@@ -61,7 +92,10 @@ ReturnToService=2
 JobRequeue=1
 KillWait=10
 MinJobAge=600
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort={dbd_port}
+AccountingStoragePass={socket_path}
 JobAcctGatherType=jobacct_gather/none
 NodeName={NODE} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={memory} State=UNKNOWN
 PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
@@ -78,7 +112,8 @@ class Cluster:
         for sub in ("state", "spool", "munge"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         munge = self.folder / "munge"
-        self.conf.write_text(_conf(self.folder, munge / "socket"))
+        dbd_port = _free_port()
+        self.conf.write_text(_conf(self.folder, munge / "socket", dbd_port))
         os.environ["SLURM_CONF"] = str(self.conf)
         key = munge / "munge.key"
         key.write_bytes(os.urandom(1024))
@@ -86,6 +121,12 @@ class Cluster:
         self._daemon(["munged", "--foreground", "--force", f"--key-file={key}", f"--socket={munge / 'socket'}",
                       f"--pid-file={munge / 'munged.pid'}", f"--log-file={munge / 'munged.log'}",
                       f"--seed-file={munge / 'seed'}"])  # fmt: skip
+        self._database()
+        dbd_conf = self.folder / "slurmdbd.conf"
+        dbd_conf.write_text(_dbd_conf(self.folder, munge / "socket", dbd_port, self.database_port))
+        dbd_conf.chmod(0o600)  # slurmdbd refuses a config others can read: it holds the password
+        # slurmdbd takes slurmdbd.conf from the folder of $SLURM_CONF
+        self._daemon(["slurmdbd", "-D"], ready=lambda: _listening(dbd_port))
         self._daemon(["slurmctld", "-D", "-i", "-f", str(self.conf)])
         self._daemon(["slurmd", "-D", "-N", NODE, "-f", str(self.conf)])
         deadline = time.monotonic() + 60
@@ -96,12 +137,33 @@ class Cluster:
             time.sleep(0.5)
         raise RuntimeError(f"the SLURM node never became idle ({state!r}); logs in {self.folder}")
 
-    def _daemon(self, command: list[str]) -> None:
-        log = (self.folder / f"{command[0]}.out").open("w")
+    def _database(self) -> None:
+        """A MariaDB server of its own for slurmdbd, on a free port of 127.0.0.1."""
+        data = self.folder / "mariadb"
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+                       check=True, capture_output=True)  # fmt: skip
+        grants = self.folder / "grants.sql"
+        grants.write_text(f"CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '{DATABASE_PASSWORD}';\n"
+                          "GRANT ALL ON *.* TO 'slurm'@'127.0.0.1';\n")  # fmt: skip
+        self.database_port = _free_port()
+        self._daemon(["mariadbd", "--no-defaults", f"--datadir={data}", "--user=root", "--bind-address=127.0.0.1",
+                      f"--port={self.database_port}", f"--socket={self.folder / 'mariadb.sock'}",
+                      f"--pid-file={self.folder / 'mariadb.pid'}", f"--init-file={grants}",
+                      "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M"],
+                     ready=lambda: _listening(self.database_port))  # fmt: skip
+
+    def _daemon(self, command: list[str], ready: Callable[[], bool] | None = None) -> None:
+        name = Path(command[0]).name
+        log = (self.folder / f"{name}.out").open("w")
         self.processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
-        time.sleep(1.0)
-        if self.processes[-1].poll() is not None:
-            raise RuntimeError(f"{command[0]} exited at start: {(self.folder / f'{command[0]}.out').read_text()}")
+        deadline = time.monotonic() + (30 if ready else 1.0)
+        while time.monotonic() < deadline and self.processes[-1].poll() is None:
+            if ready is not None and ready():
+                return
+            time.sleep(0.2)
+        if self.processes[-1].poll() is not None or ready is not None:
+            raise RuntimeError(f"{name} did not start: {(self.folder / f'{name}.out').read_text()[-2000:]}")
 
     def stop(self) -> None:
         subprocess.run(["scancel", "--full", "--user=root"], capture_output=True)

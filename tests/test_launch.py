@@ -141,7 +141,7 @@ def test_slurm_launcher_config_runs_one_task_per_node(monkeypatch) -> None:
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["_target_"] == "hydra_plugins.effv2_launchers.slurm_launcher.SlurmLauncher"
     assert launcher["nodes"] == 2 and launcher["tasks_per_node"] == 1
     assert any("MASTER_ADDR=" in line and "SLURM_JOB_NODELIST" in line for line in launcher["setup"])
     assert cfg.hardware.node_rank == 1 and cfg.hardware.master_addr == "node-a"

@@ -25,16 +25,21 @@ TIMEOUT_SIGNAL = signal.SIGUSR2
 
 
 def job_id() -> str | None:
+    """The job as squeue shows it and scancel / scontrol take it: ``<array job>_<task>`` for a
+    task of a job array (each job of a sweep), else the job id. (SLURM 22.05's scancel silently
+    ignores the numeric id of an array task other than the array's own.)"""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array:
+        return f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
     return os.environ.get("SLURM_JOB_ID")
 
 
 def log_job() -> None:
-    """Say in the run's log which SLURM job this is (what scancel / scontrol take)."""
+    """Say in the run's log which SLURM job this is."""
     if job_id() is None:
         return
-    array = os.environ.get("SLURM_ARRAY_JOB_ID")
-    task = f" (array task {array}_{os.environ.get('SLURM_ARRAY_TASK_ID')})" if array else ""
-    log.info("SLURM job %s%s on %s, restart %d", job_id(), task, os.environ.get("SLURMD_NODENAME", "?"),
+    number = f" (job id {os.environ['SLURM_JOB_ID']})" if os.environ.get("SLURM_ARRAY_JOB_ID") else ""
+    log.info("SLURM job %s%s on %s, restart %d", job_id(), number, os.environ.get("SLURMD_NODENAME", "?"),
              restart_count())  # fmt: skip
 
 

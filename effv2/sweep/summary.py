@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from effv2.launch import slurm
 from effv2.training.metrics import EpochLog
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ def _fmt(value: Any) -> str:
 
 def collect(sweep_dir: Path, best_key: str) -> list[dict[str, Any]]:
     """Rows of every job folder under ``sweep_dir``, best first, failed jobs last."""
-    job_dirs = [d for d in sorted(Path(sweep_dir).iterdir()) if d.is_dir() and (d / ".hydra").is_dir()]
+    # a job SLURM cancelled before it started has only the record the launcher wrote
+    job_dirs = [d for d in sorted(Path(sweep_dir).iterdir()) if (d / ".hydra").is_dir() or (d / JOB_RECORD).is_file()]
     rows = [_job_row(d, best_key) for d in job_dirs]
     if rows:
         _varying(rows)
@@ -198,7 +200,7 @@ class SweepSummary(Callback):
             "wall_s": time.time() - self._started if self._started else None,
             "error": error,
             # the scheduler's job, where one ran it (hydra/launcher=slurm)
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_job_id": slurm.job_id(),
         }
         (output_dir / JOB_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
