@@ -1,8 +1,10 @@
-"""A one-host SLURM cluster for the tests, from Debian's slurm-wlm, slurmdbd, munge and
-mariadb-server (``.ci/run`` installs them): munged, a MariaDB server, slurmdbd, slurmctld and one
-slurmd on 127.0.0.1 with a generated slurm.conf (one node with this machine's CPUs; Debian's
-build has no multiple-slurmd support, so one host is one node), started as root in a temporary
-folder and stopped after. Client commands find it through ``SLURM_CONF``.
+"""A two-node SLURM cluster on this machine for the tests, from Debian's slurm-wlm, slurmdbd,
+munge and mariadb-server (``.ci/run`` installs them): munged, a MariaDB server, slurmdbd and
+slurmctld here, and one slurmd on each of two hosts (tests/netns.py: network namespaces with
+their own address and host name, n0 and n1, each claiming this machine's CPUs; Debian's slurmd
+is built without multiple-slurmd support, so each needs a host of its own). Generated configs,
+started as root in a temporary folder and stopped after. Client commands find it through
+``SLURM_CONF``.
 
 Accounting (slurmdbd on MariaDB) is there because submitit learns how a job ended from
 ``sacct``: without it a job that was cancelled or killed, and so wrote no result, is waited for
@@ -18,7 +20,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-NODE = socket.gethostname().split(".")[0]  # slurmctld must run on the host its config names
+import netns
+
+CONTROLLER = socket.gethostname().split(".")[0]  # slurmctld must run on the host its config names
 PROGRAMS = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "slurmd")
 DATABASE_PASSWORD = "effv2-tests"  # a throwaway server on 127.0.0.1 that lives as long as the tests
 
@@ -27,6 +31,8 @@ def missing() -> str | None:
     """Why no cluster can run here, or None."""
     if os.geteuid() != 0:
         return "the SLURM tests start munged, slurmctld and slurmd and need root"
+    if netns.missing():
+        return netns.missing()
     absent = [name for name in (*PROGRAMS, "sbatch", "scontrol") if shutil.which(name) is None]
     if absent:
         return (f"SLURM is not installed ({', '.join(absent)} missing: "
@@ -43,7 +49,7 @@ def _free_port() -> int:
 def _dbd_conf(folder: Path, socket_path: Path, dbd_port: int, database_port: int) -> str:
     return f"""AuthType=auth/munge
 AuthInfo=socket={socket_path}
-DbdHost={NODE}
+DbdHost={CONTROLLER}
 DbdAddr=127.0.0.1
 DbdPort={dbd_port}
 SlurmUser=root
@@ -63,10 +69,14 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _conf(folder: Path, socket_path: Path, dbd_port: int) -> str:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+def _conf(folder: Path, socket_path: Path, dbd_port: int, hosts: netns.Hosts) -> str:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 // len(hosts.names)
+    nodes = "\n".join(
+        f"NodeName={name} NodeAddr={address} CPUs={os.cpu_count()} RealMemory={memory} State=UNKNOWN"
+        for name, address in zip(hosts.names, hosts.addresses, strict=True)
+    )
     return f"""ClusterName=effv2
-SlurmctldHost={NODE}(127.0.0.1)
+SlurmctldHost={CONTROLLER}({hosts.this_machine})
 MailProg=/bin/true
 SlurmUser=root
 SlurmdUser=root
@@ -76,11 +86,11 @@ CredType=cred/munge
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
 StateSaveLocation={folder}/state
-SlurmdSpoolDir={folder}/spool
+SlurmdSpoolDir={folder}/spool-%n
 SlurmctldPidFile={folder}/slurmctld.pid
-SlurmdPidFile={folder}/slurmd.pid
+SlurmdPidFile={folder}/slurmd-%n.pid
 SlurmctldLogFile={folder}/slurmctld.log
-SlurmdLogFile={folder}/slurmd.log
+SlurmdLogFile={folder}/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SwitchType=switch/none
@@ -97,23 +107,24 @@ AccountingStorageHost=127.0.0.1
 AccountingStoragePort={dbd_port}
 AccountingStoragePass={socket_path}
 JobAcctGatherType=jobacct_gather/none
-NodeName={NODE} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={memory} State=UNKNOWN
-PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+{nodes}
+PartitionName=debug Nodes={",".join(hosts.names)} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """
 
 
 class Cluster:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, hosts: netns.Hosts) -> None:
         self.folder = folder
+        self.hosts = hosts
         self.conf = folder / "slurm.conf"
         self.processes: list[subprocess.Popen] = []
 
     def start(self) -> None:
-        for sub in ("state", "spool", "munge"):
+        for sub in ("state", "munge"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         munge = self.folder / "munge"
         dbd_port = _free_port()
-        self.conf.write_text(_conf(self.folder, munge / "socket", dbd_port))
+        self.conf.write_text(_conf(self.folder, munge / "socket", dbd_port, self.hosts))
         os.environ["SLURM_CONF"] = str(self.conf)
         key = munge / "munge.key"
         key.write_bytes(os.urandom(1024))
@@ -128,14 +139,16 @@ class Cluster:
         # slurmdbd takes slurmdbd.conf from the folder of $SLURM_CONF
         self._daemon(["slurmdbd", "-D"], ready=lambda: _listening(dbd_port))
         self._daemon(["slurmctld", "-D", "-i", "-f", str(self.conf)])
-        self._daemon(["slurmd", "-D", "-N", NODE, "-f", str(self.conf)])
+        for node, name in enumerate(self.hosts.names):
+            (self.folder / f"spool-{name}").mkdir(exist_ok=True)
+            self._daemon(self.hosts.on_host(node, ["slurmd", "-D", "-f", str(self.conf)]), name=f"slurmd-{name}")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout.strip()
-            if state in ("idle", "mixed", "allocated"):
+            states = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True).stdout.split()
+            if len(states) == len(self.hosts.names) and all(s in ("idle", "mixed", "allocated") for s in states):
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"the SLURM node never became idle ({state!r}); logs in {self.folder}")
+        raise RuntimeError(f"the SLURM nodes never became idle ({states!r}); logs in {self.folder}")
 
     def _database(self) -> None:
         """A MariaDB server of its own for slurmdbd, on a free port of 127.0.0.1."""
@@ -153,8 +166,8 @@ class Cluster:
                       "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M"],
                      ready=lambda: _listening(self.database_port))  # fmt: skip
 
-    def _daemon(self, command: list[str], ready: Callable[[], bool] | None = None) -> None:
-        name = Path(command[0]).name
+    def _daemon(self, command: list[str], ready: Callable[[], bool] | None = None, name: str = "") -> None:
+        name = name or Path(command[0]).name
         log = (self.folder / f"{name}.out").open("w")
         self.processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
         deadline = time.monotonic() + (30 if ready else 1.0)

@@ -1,5 +1,5 @@
-"""Two nodes, one job, for real: each "host" is a network namespace with its own address (a veth
-pair joins them), each runs ``python run.py hardware=cpu_2n hardware.node_rank=<k>
+"""Two nodes, one job, for real: each "host" is a network namespace with its own address and
+host name (tests/netns.py), each runs ``python run.py hardware=cpu_2n hardware.node_rank=<k>
 hardware.master_addr=<node 0's address>`` with one shared run folder, as users do on two hosts
 with a shared file system. msrun on 127.0.0.1 cannot stand in: each msrun finds the address
 local and starts a scheduler of its own.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import netns
 import pytest
 from test_data_parallel import _assert_same_training, _reads
 
@@ -29,55 +29,34 @@ SUBNET = "10.87.0"
 TWO_NODES = ("hardware=cpu_2n", f"hardware.master_addr={SUBNET}.1")
 
 
-def _ip(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
-def hosts() -> Iterator[list[str]]:
-    """Two network namespaces at 10.87.0.1 and .2, joined by a veth pair; removed after."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("two-node tests need root and iproute2 (ip netns) to give each node its own address")
-    names = [f"effv2n{node}-{os.getpid()}" for node in (0, 1)]
-    made = _ip("netns", "add", names[0])
-    if made.returncode != 0:
-        pytest.skip(f"cannot create network namespaces here: {made.stderr.strip()}")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns.Hosts]:
+    """Two hosts (network namespaces) at 10.87.0.1 and .2 (tests/netns.py); removed after."""
+    reason = netns.missing()
+    if reason:
+        pytest.skip(reason)
     try:
-        _ip("netns", "add", names[1])
-        veth = [f"ev{node}{os.getpid() % 10000}" for node in (0, 1)]
-        assert _ip("link", "add", veth[0], "type", "veth", "peer", "name", veth[1]).returncode == 0
-        for node, (name, device) in enumerate(zip(names, veth, strict=True)):
-            assert _ip("link", "set", device, "netns", name).returncode == 0
-            assert _ip("-n", name, "addr", "add", f"{SUBNET}.{node + 1}/24", "dev", device).returncode == 0
-            assert _ip("-n", name, "link", "set", device, "up").returncode == 0
-            assert _ip("-n", name, "link", "set", "lo", "up").returncode == 0
-        yield names
-    finally:
-        for name in names:
-            _ip("netns", "pids", name)  # nothing may outlive the test: end what still runs there
-            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
-            for pid in pids:
-                subprocess.run(["kill", "-9", pid], capture_output=True)
-            _ip("netns", "del", name)
+        with netns.hosts(SUBNET, tmp_path_factory.mktemp("hosts")) as made:
+            yield made
+    except RuntimeError as exc:  # e.g. a sandbox without network namespaces
+        pytest.skip(f"cannot create network namespaces here: {exc}")
 
 
-def _node(host: str, node: int, overrides: tuple[str, ...], run_dir: Path) -> subprocess.Popen:
-    command = ["ip", "netns", "exec", host, sys.executable, "run.py", *overrides, f"hardware.node_rank={node}",
-               f"hydra.run.dir={run_dir}"]  # fmt: skip
+def _node(hosts: netns.Hosts, node: int, overrides: tuple[str, ...], run_dir: Path) -> subprocess.Popen:
+    command = hosts.on_host(node, [sys.executable, "run.py", *overrides, f"hardware.node_rank={node}",
+                                   f"hydra.run.dir={run_dir}"])  # fmt: skip
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "HYDRA_FULL_ERROR": "0"})  # fmt: skip
 
 
-def _job(hosts: list[str], overrides: tuple[str, ...], run_dir: Path, port: int) -> list[tuple[int, str]]:
+def _job(hosts: netns.Hosts, overrides: tuple[str, ...], run_dir: Path, port: int) -> list[tuple[int, str]]:
     """Both nodes of one job; (exit code, output) of each."""
-    procs = [
-        _node(host, node, (*overrides, f"hardware.master_port={port}"), run_dir) for node, host in enumerate(hosts)
-    ]
+    procs = [_node(hosts, node, (*overrides, f"hardware.master_port={port}"), run_dir) for node in (0, 1)]
     return [(proc.wait(timeout=600), proc.stdout.read()) for proc in procs]
 
 
 @pytest.fixture(scope="module")
-def two_node_run(hosts: list[str], tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def two_node_run(hosts: netns.Hosts, tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("two_nodes") / "run"
     results = _job(hosts, (*tiny_data(tiny_folder, BATCH), *COMMON, *TWO_NODES, "train.epochs=2"), run_dir, 8171)
     for node, (code, output) in enumerate(results):
@@ -109,7 +88,7 @@ def test_node_0_writes_the_runs_files_and_node_1_only_its_own(two_node_run: Path
 
 
 def test_eval_on_two_nodes_equals_one_process(
-    hosts: list[str], best_ckpt: Path, eval_top1: float, tmp_path: Path
+    hosts: netns.Hosts, best_ckpt: Path, eval_top1: float, tmp_path: Path
 ) -> None:
     results = _job(hosts, ("task=eval", EVAL_32PX, f"ckpt={best_ckpt}", *TWO_NODES), tmp_path / "eval", 8172)
     for node, (code, output) in enumerate(results):
@@ -119,18 +98,18 @@ def test_eval_on_two_nodes_equals_one_process(
 
 
 def test_a_lost_node_ends_the_job_naming_it_and_resume_continues(
-    hosts: list[str], tiny_folder: Path, runs: dict[str, Path], tmp_path: Path
+    hosts: netns.Hosts, tiny_folder: Path, runs: dict[str, Path], tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "lost"
     overrides = (*tiny_data(tiny_folder, BATCH), *COMMON, *TWO_NODES, "train.epochs=2", "launcher.hang_timeout=20",
                  "hardware.master_port=8173")  # fmt: skip
-    procs = [_node(host, node, overrides, run_dir) for node, host in enumerate(hosts)]
+    procs = [_node(hosts, node, overrides, run_dir) for node in (0, 1)]
     deadline = time.monotonic() + 300
     while not (run_dir / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
         time.sleep(0.1)  # epoch 1 is done: node 1 goes on into epoch 2
     assert procs[0].poll() is None, procs[0].stdout.read()[-3000:]
-    for pid in subprocess.run(["ip", "netns", "pids", hosts[1]], capture_output=True, text=True).stdout.split():
-        os.kill(int(pid), signal.SIGKILL)  # the host is gone: its launcher, msrun and rank
+    for pid in hosts.processes(1):
+        os.kill(pid, signal.SIGKILL)  # the host is gone: its launcher, msrun and rank
     lost = time.monotonic()
     code, output = procs[0].wait(timeout=300), procs[0].stdout.read()
     procs[1].wait(timeout=60)

@@ -1,8 +1,9 @@
-"""A real SLURM cluster (tests/slurm_cluster.py: one host, one node, with accounting, started
-here): sweeps of jobs through ``hydra/launcher=slurm``, a multi-process job through the launcher
-config's node wiring, a failed and a cancelled job reported without stopping the others (the
-cancelled one continues from its folder exactly), and a job requeued while it trains that resumes
-from its recovery checkpoint and ends bit-identical to an uninterrupted run."""
+"""A real SLURM cluster (tests/slurm_cluster.py: two nodes on two network-namespace hosts, with
+accounting, started here): sweeps of jobs through ``hydra/launcher=slurm``, a two-node job
+through the launcher config's node wiring, a failed and a cancelled job reported without
+stopping the others (the cancelled one continues from its folder exactly), and a job requeued
+while it trains that resumes from its recovery checkpoint and ends bit-identical to an
+uninterrupted run."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mindspore as ms
+import netns
 import numpy as np
 import pytest
 import slurm_cluster
@@ -28,6 +30,7 @@ from test_data_parallel import _assert_same_training
 from conftest import BATCH, COMMON, REPO, resumable, run_cli, tiny_data
 
 SLURM = ("hydra/launcher=slurm", "hydra.launcher.timeout_min=20")
+SUBNET = "10.87.1"  # the cluster's hosts (tests/test_multinode.py's are on 10.87.0)
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +38,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_cluster.
     reason = slurm_cluster.missing()
     if reason:
         pytest.skip(reason)
-    running = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"))
-    running.start()
-    yield running
-    running.stop()
+    folder = tmp_path_factory.mktemp("slurm")
+    with netns.hosts(SUBNET, folder) as hosts:
+        running = slurm_cluster.Cluster(folder, hosts)
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()
 
 
 def _assert_same_weights(expected_run: Path, actual_run: Path) -> None:
@@ -53,6 +60,20 @@ def _assert_same_weights(expected_run: Path, actual_run: Path) -> None:
 def _summary(sweep_dir: Path) -> list[dict[str, str]]:
     with (sweep_dir / "summary.csv").open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def _training_processes(slurm_job_id: str) -> list[int]:
+    """The job step's python processes of a SLURM job, on whichever host they run (not the srun
+    that started them, whose command line names submitit too)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"submitit.core._submit" not in argv or argv[0].endswith(b"srun"):
+                continue
+            if f"SLURM_JOB_ID={slurm_job_id}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+    return found
 
 
 @contextlib.contextmanager
@@ -70,14 +91,8 @@ def _paused_mid_training(run_dir: Path, sweep: subprocess.Popen) -> Iterator[str
                     f"{sweep.stdout.read()[-3000:] if sweep.poll() is not None else ''}")  # fmt: skip
     # "SLURM job 1_0 (job id 2) on <node>" for an array task, "SLURM job 2 on <node>" otherwise
     job_id, number = re.search(r"SLURM job (\S+)(?: \(job id (\d+)\))? on ", (run_dir / "run.log").read_text()).groups()
-    listed = subprocess.run(["scontrol", "listpids", number or job_id], capture_output=True, text=True, check=True)
-    listed = listed.stdout
-    pids = [int(line.split()[0]) for line in listed.splitlines()[1:] if line.split()]
-    # the job step's python, not the srun that started it (its command line names submitit too)
-    commands = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in pids}
-    training = [pid for pid, argv in commands.items()
-                if b"submitit.core._submit" in argv and not argv[0].endswith(b"srun")]  # fmt: skip
-    assert training, listed
+    training = _training_processes(number or job_id)
+    assert training, f"no training process of SLURM job {job_id} found"
     for pid in training:
         os.kill(pid, signal.SIGSTOP)
     assert not (run_dir / "metrics.json").exists()  # paused before training ended
@@ -144,22 +159,26 @@ def test_a_sweep_runs_its_jobs_under_slurm_and_reports_the_failed_and_the_cancel
     _assert_same_weights(resumable_reference, tmp_path / "resumed")
 
 
-def test_a_multi_process_job_through_the_launcher_wiring_trains_as_one_process(
+def test_a_two_node_job_through_the_launcher_wiring_trains_as_one_process(
     cluster: slurm_cluster.Cluster, tiny_folder: Path, runs: dict[str, Path], tmp_path: Path
 ) -> None:
-    """One SLURM task per node (one node here: Debian's slurmd runs one node per host), which
-    starts that node's 2 ranks with msrun at the address the launcher config exports."""
+    """One SLURM job on both nodes: one task per node (the launcher config's ``nodes``), each
+    starting its node's rank with msrun, node 1 finding node 0 through ``MASTER_ADDR`` (node 0's
+    host name, as the launcher config's setup exports it)."""
     sweep_dir = tmp_path / "job"
     result = run_cli(
-        "-m", *tiny_data(tiny_folder, BATCH), *COMMON, *SLURM, "hardware=cpu_2p", "train.epochs=2",
+        "-m", *tiny_data(tiny_folder, BATCH), *COMMON, *SLURM, "hardware=cpu_2n", "train.epochs=2",
         "hardware.node_rank=${oc.env:SLURM_NODEID}", "hardware.master_addr=${oc.env:MASTER_ADDR}",
         "hardware.master_port=8175", f"hydra.sweep.dir={sweep_dir}", timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     (row,) = _summary(sweep_dir)
     assert row["status"] == "completed", row
-    assert (sweep_dir / "0" / "ranks" / "rank_1.json").is_file()
-    _assert_same_training(runs["one"] / "checkpoints" / "last.ckpt", sweep_dir / "0" / "checkpoints" / "last.ckpt")
+    job = sweep_dir / "0"
+    assert re.search(r"SLURM job \S+ on n0, restart 0", (job / "run.log").read_text())
+    assert re.search(r"SLURM job \S+ on n1, restart 0", (job / "ranks" / "node1" / "run.log").read_text())
+    assert "starting ranks [1] of 2" in (job / "ranks" / "node1" / "run.log").read_text()
+    _assert_same_training(runs["one"] / "checkpoints" / "last.ckpt", job / "checkpoints" / "last.ckpt")
 
 
 @pytest.mark.parametrize(

@@ -182,7 +182,8 @@ class SweepSummary(Callback):
         self._started = time.time()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
+        # one record per job: in a multi-node job node k > 0 runs the same job in the same folder
+        if config.hydra.mode != RunMode.MULTIRUN or config.hardware.node_rank != 0:
             return
         output_dir = Path(config.hydra.runtime.output_dir)
         failed = job_return.status == JobStatus.FAILED
