@@ -134,9 +134,9 @@ def test_cpu_kernels_are_wired_on_cpu_only(hardware: str) -> None:
 
 
 def test_cpu_kernels_refuse_mixed_precision() -> None:
+    from effv2.config.validate import validate
     from effv2.errors import UserError
-    from effv2.models.cpu_kernels import cpu_kernels_wanted
 
     cfg = OmegaConf.to_object(_compose("hardware=cpu", "hardware.cpu_kernels=true", "hardware.amp_level=O2"))
     with pytest.raises(UserError, match="float32 kernels: it needs hardware.amp_level=O0, not O2"):
-        cpu_kernels_wanted(cfg.hardware)
+        validate(cfg)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import CONF_DIR
 from effv2.config import register_configs
+from effv2.config.validate import validate_data
 from effv2.data.digits import materialise_digits
 from effv2.data.imagefolder import list_split
 from effv2.data.pipeline import build_eval_split, open_train_split, train_epoch
@@ -129,7 +130,7 @@ def test_an_unknown_worker_kind_is_one_line() -> None:
 def test_randaugment_and_autoaugment_are_exclusive(digits_root: Path) -> None:
     cfg = _data_cfg("data.augment.randaug_layers=2", "data.augment.auto_augment=v0")
     with pytest.raises(UserError, match="not both"):
-        _first_train_batch(cfg)
+        validate_data(cfg)
 
 
 def test_eval_split_keeps_the_last_partial_batch(digits_root: Path) -> None:

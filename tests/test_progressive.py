@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import CONF_DIR, REPO, run_cli, tiny_data
 from effv2.config import register_configs
+from effv2.config.validate import validate
 from effv2.errors import UserError
 from effv2.training.progressive import build_schedule
 
@@ -29,6 +30,7 @@ register_configs()
 def _schedule(*overrides: str, default_dropout: float = 0.2) -> list[tuple]:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
+    validate(cfg)  # what run.py checks before training; build_schedule trusts it
     return [
         (s.first_epoch, s.last_epoch, s.image_size, round(s.dropout, 4), round(s.randaug, 4), round(s.mixup, 4))
         for s in build_schedule(cfg, default_dropout)

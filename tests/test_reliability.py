@@ -85,6 +85,25 @@ def test_bad_values_are_one_line(tmp_path: Path, override: str, expected: str) -
     assert expected in one_line_error(result)
 
 
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("train.epochs=0", "train.epochs=0 must be a positive integer"),
+        ("progressive.stages=0", "progressive.stages=0 must be a positive integer (1 turns it off)"),
+        ("data.crop_pct=1.5", "data.crop_pct=1.5 must be in (0, 1]"),
+        ("data.eval_batch_size=0", "data.eval_batch_size=0 must be a positive integer"),
+    ],
+)
+def test_a_bad_value_on_two_ranks_fails_before_any_rank_starts(tmp_path: Path, override: str, expected: str) -> None:
+    """effv2.config.validate runs in the launching process: no rank, no msrun, no MindSpore import
+    per rank for a typo (the launcher makes ranks/ and logs "starting ranks" before msrun)."""
+    run_dir = tmp_path / "r"
+    result = run_cli("hardware=cpu_2p", override, f"hydra.run.dir={run_dir}")
+    assert expected in one_line_error(result)
+    assert not (run_dir / "ranks").exists()
+    assert "starting ranks" not in (run_dir / "run.log").read_text()
+
+
 def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
     target = tmp_path / "last.ckpt"
     save_atomic({"w": Parameter(Tensor(np.full((3,), 1.0, np.float32)), name="w")}, target, {"epoch": 1})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from math import inf
 from pathlib import Path
 from typing import Any, Optional
 
@@ -363,6 +364,17 @@ class HardwareConfig:
     master_addr: str = "127.0.0.1"
     master_port: int = 8118
     rank_table: Optional[str] = None
+
+
+# the regularisers progressive learning ramps (progressive.<name>_min / _max), in the order the
+# schedule and its errors list them, with the values each accepts: (lowest, highest, highest
+# excluded); a dropout rate of 1 drops everything
+REGULARISERS: dict[str, tuple[float, float, bool]] = {
+    "dropout": (0.0, 1.0, True),
+    "randaug": (0.0, inf, False),
+    "mixup": (0.0, inf, False),
+    "cutmix": (0.0, inf, False),
+}
 
 
 @dataclass

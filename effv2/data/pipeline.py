@@ -155,11 +155,6 @@ def pin_splits(data_cfg: DataConfig, splits: list[str], run_dir: Path, node: int
     manifest.pin(run_dir, node, opened, locations)
 
 
-def _check_positive(name: str, value: int) -> None:
-    if value <= 0:
-        raise UserError(f"{name}={value} must be a positive integer")
-
-
 def _check_classes(data_cfg: DataConfig, split: ImageSplit) -> None:
     found = len(split.class_names)
     if found != data_cfg.num_classes:
@@ -168,7 +163,6 @@ def _check_classes(data_cfg: DataConfig, split: ImageSplit) -> None:
 
 def open_train_split(data_cfg: DataConfig, run_dir: Path | None = None, node: int = 0) -> ImageSplit:
     """Open the training split once; epochs are then built from it."""
-    _check_positive("data.batch_size", data_cfg.batch_size)
     return open_split(data_cfg, data_cfg.train_split, run_dir, node)
 
 
@@ -189,7 +183,6 @@ def train_epoch(
     that receives the path of every image as it is read; ``uint8_out``: uint8 NHWC batches, not
     normalised (the compiled step normalises them: effv2.training.step.DeviceNormalise)."""
     image_size = data_cfg.train_size if image_size is None else image_size
-    _check_positive("data.train_size", image_size)
     transform = SubstitutingTrain(
         TrainTransform(data_cfg, image_size, uint8_out), split, seed, epoch, data_cfg.on_bad_image.value
     )
@@ -210,8 +203,6 @@ def build_eval_split(
     ``shard=(rank, world_size)`` this rank gets images rank, rank + world_size, ...: over all
     ranks each image is evaluated exactly once."""
     image_size = data_cfg.eval_size if image_size is None else image_size
-    _check_positive("data.eval_size", image_size)
-    _check_positive("data.eval_batch_size", data_cfg.eval_batch_size)
     split = open_split(data_cfg, data_cfg.val_split, run_dir, node)
     rank, world_size = shard
     rows = _rows(split, list(range(rank, split.num_images, world_size)))

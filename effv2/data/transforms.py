@@ -23,7 +23,6 @@ from effv2.data import geometry, kernels
 from effv2.data.augment import autoaugment_v0, randaugment
 from effv2.data.decode import BadImage, decode, decode_scaled, downscale_factor, image_size
 from effv2.data.image_ops import cutout
-from effv2.errors import UserError
 
 # the official eval crop keeps the whole image from this size on (preprocessing.py)
 OFFICIAL_CROP_LIMIT = 320
@@ -66,35 +65,6 @@ def _to_chw(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
 
 
-def check_data_config(data_cfg: DataConfig) -> None:
-    """Value ranges no schema type can express, as one-line errors."""
-    low, high = data_cfg.crop_scale
-    if not 0.0 < low <= high <= 1.0:
-        raise UserError(f"data.crop_scale={list(data_cfg.crop_scale)} must satisfy 0 < min <= max <= 1")
-    low, high = data_cfg.crop_ratio
-    if not 0.0 < low <= high:
-        raise UserError(f"data.crop_ratio={list(data_cfg.crop_ratio)} must satisfy 0 < min <= max")
-    if data_cfg.crop_attempts <= 0:
-        raise UserError(f"data.crop_attempts={data_cfg.crop_attempts} must be a positive integer")
-    if not 0.0 < data_cfg.crop_pct <= 1.0:
-        raise UserError(f"data.crop_pct={data_cfg.crop_pct} must be in (0, 1]")
-    if _choice(data_cfg.decode) == "fast" and _choice(data_cfg.interpolation) != "bilinear":
-        raise UserError(
-            f"data.decode=fast resizes bilinearly from the downscaled decode; data.interpolation="
-            f"{_choice(data_cfg.interpolation)} needs data.decode=exact"
-        )
-    aug = data_cfg.augment
-    if aug.randaug_layers > 0 and _choice(aug.auto_augment) != "none":
-        raise UserError("data.augment: choose RandAugment (randaug_layers > 0) or auto_augment, not both")
-    if aug.randaug_magnitude < 0:
-        raise UserError(
-            f"data.augment.randaug_magnitude={aug.randaug_magnitude} must be >= 0 "
-            "(the official level scale: 10 is each op's full range, higher levels extrapolate)"
-        )
-    if not 0.0 <= aug.cutout_ratio <= 1.0:
-        raise UserError(f"data.augment.cutout_ratio={aug.cutout_ratio} must be in [0, 1]")
-
-
 def device_normalise_blocker(data_cfg: DataConfig) -> str | None:
     """Why training images must be normalised on the host for ``data_cfg``, or None when the
     transform's last image is uint8 (RandAugment / AutoAugment's output) and nothing after it
@@ -116,7 +86,6 @@ class TrainTransform:
     ``uint8_out`` the uint8 HWC image before normalisation (see device_normalise_blocker)."""
 
     def __init__(self, data_cfg: DataConfig, image_size: int, uint8_out: bool = False) -> None:
-        check_data_config(data_cfg)
         blocker = device_normalise_blocker(data_cfg) if uint8_out else None
         if blocker:
             raise ValueError(f"uint8 output needs the host normalisation: {blocker}")
@@ -225,7 +194,6 @@ class EvalTransform:
     shared by eval, the export checks and every inference backend."""
 
     def __init__(self, data_cfg: DataConfig, image_size: int) -> None:
-        check_data_config(data_cfg)
         self.size = image_size
         self.crop = _choice(data_cfg.eval_crop)
         self.crop_pct = float(data_cfg.crop_pct)

@@ -45,16 +45,8 @@ def _check(cfg: RunConfig, fmt: str) -> None:
         raise UserError(
             "export.format=air needs an Ascend device (MindSpore writes AIR only there); use mindir or onnx"
         )
-    size = export.image_size or cfg.data.eval_size
-    if size <= 0 or export.batch_size <= 0:
-        raise UserError(f"export.image_size={size} and export.batch_size={export.batch_size} must be positive")
-    if any(b <= 0 for b in export.parity_batch_sizes):
-        raise UserError(f"export.parity_batch_sizes={list(export.parity_batch_sizes)} must be positive batch sizes")
-    if export.quantize.name == "int8":
-        if fmt != "onnx":
-            raise UserError(f"export.quantize=int8 quantizes ONNX files; set export.format=onnx (got {fmt})")
-        if export.calibration_images <= 0:
-            raise UserError(f"export.calibration_images={export.calibration_images} must be a positive integer")
+    if export.quantize.name == "int8" and fmt != "onnx":
+        raise UserError(f"export.quantize=int8 quantizes ONNX files; set export.format=onnx (got {fmt})")
 
 
 def export_checkpoint(cfg: RunConfig, run_dir: Path, fmt: str | None = None) -> ExportedModel:

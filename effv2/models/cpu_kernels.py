@@ -5,19 +5,14 @@ from __future__ import annotations
 
 from mindspore import nn
 
-from effv2.errors import UserError
 from effv2.models.activation import use_fastest_silu
 from effv2.models.convolution import onednn_conv_library, set_onednn_conv
 
 
 def cpu_kernels_wanted(hardware: object) -> bool:
-    """Whether the run's ``hardware`` option (a HardwareConfig) asks for effv2's CPU kernels; they
-    compute in float32, so mixed precision with them is refused up front."""
-    wanted = hardware.device_target.name == "CPU" and bool(hardware.cpu_kernels)  # type: ignore[attr-defined]
-    if wanted and hardware.amp_level != "O0":  # type: ignore[attr-defined]
-        raise UserError(f"hardware.cpu_kernels=true runs float32 kernels: it needs hardware.amp_level=O0, "
-                        f"not {hardware.amp_level}")  # type: ignore[attr-defined]  # fmt: skip
-    return wanted
+    """Whether the run's ``hardware`` option (a HardwareConfig) asks for effv2's CPU kernels (in
+    float32: effv2.config.validate refuses them with mixed precision)."""
+    return hardware.device_target.name == "CPU" and bool(hardware.cpu_kernels)  # type: ignore[attr-defined]
 
 
 def use_cpu_kernels(net: nn.Cell) -> str:

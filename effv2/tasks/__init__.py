@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from effv2.config.schema import RequiredValue, RunConfig
+from effv2.config.validate import validate
 from effv2.errors import UserError
 from effv2.launch.compile_cache import enable_compile_cache
 from effv2.launch.device import check_device, configure_context, prepare_environment
@@ -71,6 +72,7 @@ def run_task(cfg: RunConfig, run_dir: Path, multirun: bool = False) -> float:
     """``run.py``'s task: print the launch plan, or run it (every rank, or here as one process)
     with the run folder mirrored to ``output.remote`` when set."""
     _check_complete(cfg)
+    validate(cfg)  # every value, before a rank, a device or MindSpore is touched
     from effv2.launch import slurm
 
     slurm.log_job()

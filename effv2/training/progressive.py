@@ -13,13 +13,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from effv2.config.schema import DataConfig, RunConfig
-from effv2.errors import UserError
+from effv2.config.schema import REGULARISERS, DataConfig, RunConfig
+
 
 # each ramps between progressive.<name>_min and progressive.<name>_max
-REGULARISERS = ("dropout", "randaug", "mixup", "cutmix")
-
-
 @dataclass(frozen=True)
 class Stage:
     index: int  # 0-based
@@ -49,56 +46,10 @@ def _fixed_values(cfg: RunConfig, default_dropout: float) -> dict[str, float]:
     }
 
 
-def _check(cfg: RunConfig) -> None:
-    prog = cfg.progressive
-    epochs = cfg.train.epochs
-    if prog.stages < 1:
-        raise UserError(f"progressive.stages={prog.stages} must be a positive integer (1 turns it off)")
-    if prog.stages > epochs:
-        raise UserError(f"progressive.stages={prog.stages} needs at least as many epochs; train.epochs={epochs}")
-    if prog.stages == 1:
-        ramps = [
-            f"{name}_{end}" for name in REGULARISERS for end in ("min", "max") if prog[f"{name}_{end}"] is not None
-        ]
-        if prog.max_size != cfg.data.train_size:
-            ramps.insert(0, "max_size")
-        if ramps:
-            raise UserError(
-                f"progressive.{ramps[0]}={prog[ramps[0]]} has no effect with progressive.stages=1 "
-                "(progressive=none); pick a schedule (progressive=paper|official_code|effnetv2_s|...) "
-                "or set progressive.stages"
-            )
-        return
-    if prog.min_size <= 0 or prog.max_size <= 0:
-        raise UserError(f"progressive sizes must be positive: min_size={prog.min_size}, max_size={prog.max_size}")
-    if prog.min_size > prog.max_size:
-        raise UserError(
-            f"progressive.min_size={prog.min_size} exceeds progressive.max_size={prog.max_size}; "
-            "set progressive.min_size (the released code uses half the training size)"
-        )
-    for name in REGULARISERS:
-        low, high = prog[f"{name}_min"], prog[f"{name}_max"]
-        if (low is None) != (high is None):
-            raise UserError(f"set both progressive.{name}_min and progressive.{name}_max, or neither ({low}, {high})")
-        if low is None:
-            continue
-        bounds = {"dropout": (0.0, 1.0, False)}.get(name, (0.0, float("inf"), True))
-        lowest, highest, closed = bounds
-        for key, value in ((f"{name}_min", low), (f"{name}_max", high)):
-            if not (lowest <= value <= highest if closed else lowest <= value < highest):
-                accepted = f"[{lowest}, {highest}{']' if closed else ')'}"
-                raise UserError(f"progressive.{key}={value} is outside {accepted}")
-    if prog.randaug_min is not None and cfg.data.augment.randaug_layers <= 0:
-        raise UserError(
-            f"progressive.randaug_min/max ramp RandAugment, but data.augment.randaug_layers="
-            f"{cfg.data.augment.randaug_layers}; set it (the official recipes use 2)"
-        )
-
-
 def build_schedule(cfg: RunConfig, default_dropout: float) -> list[Stage]:
     """The stages of this run; one stage at the fixed values when progressive learning is off.
-    ``default_dropout`` is the variant's own head dropout, used when ``model.drop_rate`` is null."""
-    _check(cfg)
+    ``default_dropout`` is the variant's own head dropout, used when ``model.drop_rate`` is null.
+    The progressive values are those effv2.config.validate accepted."""
     prog, epochs = cfg.progressive, cfg.train.epochs
     fixed = _fixed_values(cfg, default_dropout)
     if prog.stages == 1:

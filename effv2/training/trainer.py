@@ -93,12 +93,6 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = run_dir
         train = cfg.train
-        if train.epochs <= 0:
-            raise UserError(f"train.epochs={train.epochs} must be a positive integer")
-        if train.accumulation_steps <= 0:
-            raise UserError(f"train.accumulation_steps={train.accumulation_steps} must be a positive integer")
-        if train.eval_interval <= 0:
-            raise UserError(f"train.eval_interval={train.eval_interval} must be a positive integer")
         self.schedule = build_schedule(cfg, default_dropout=get_variant(cfg.model.name).dropout)
         seed_everything(cfg.seed)
         self.workers = cfg.hardware.num_workers
