@@ -27,6 +27,7 @@ import onnxruntime as ort  # noqa: E402
 from common import cpu_name, interleaved_medians, write_results  # noqa: E402
 from mindspore import Tensor, nn  # noqa: E402
 
+from effv2.checkpoints import load_weights, read_checkpoint  # noqa: E402
 from effv2.data.digits import materialise_digits  # noqa: E402
 from effv2.data.imagefolder import list_split  # noqa: E402
 from effv2.data.transforms import EvalTransform  # noqa: E402
@@ -35,7 +36,6 @@ from effv2.deploy.predictor import prepare_file  # noqa: E402
 from effv2.deploy.quantize import quantize_int8  # noqa: E402
 from effv2.models import VARIANTS, EfficientNetV2, get_variant, init_weights  # noqa: E402
 from effv2.models.variants import MICRO  # noqa: E402
-from effv2.training.checkpoint import load_weights, read_checkpoint  # noqa: E402
 
 CALIBRATION_IMAGES = 64
 # name: per-channel; both with the export's defaults otherwise (percentile, 7-bit weights)

@@ -14,12 +14,12 @@ from mindspore import Tensor
 
 from conftest import REPO, one_line_error, run_cli, tiny_data
 from effv2 import Predictor
+from effv2.checkpoints import load_pretrained
 from effv2.conversion.convert import convert
 from effv2.deploy.class_names import imagenet1k
 from effv2.errors import UserError
 from effv2.models import VARIANTS, EfficientNetV2, build_model, init_weights
 from effv2.models.registry import count_parameters
-from effv2.training.checkpoint import load_pretrained
 
 torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch (pip install -e '.[test]')")
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -16,11 +16,11 @@ import pytest
 from mindspore import Tensor
 
 from conftest import REPO, one_line_error, run_cli
+from effv2.checkpoints import load_weights
 from effv2.conversion.convert import convert
 from effv2.conversion.tensor_bundle import TensorBundle
 from effv2.errors import UserError
 from effv2.models import VARIANTS, EfficientNetV2
-from effv2.training.checkpoint import load_weights
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("tensorflow") is None,

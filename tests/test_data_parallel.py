@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from conftest import BATCH, COMMON, EVAL_32PX, TWO_RANKS, one_line_error, run_cli, tiny_data
+from effv2.checkpoints import NOT_RESUMED
 from effv2.data.sharding import BatchPlan, epoch_order
-from effv2.training.checkpoint import NOT_RESUMED
 
 # relative agreement of every trained tensor; measured on an AMD EPYC (2 cores): bit-identical
 TOLERANCE = 1e-5
@@ -137,10 +137,10 @@ def test_checkpointed_bn_statistics_are_the_average_of_the_ranks(runs: dict[str,
     from hydra import compose, initialize_config_dir
 
     from conftest import CONF_DIR
+    from effv2.checkpoints import load_weights
     from effv2.config import register_configs
     from effv2.data.pipeline import open_train_split, train_epoch
     from effv2.models import build_model
-    from effv2.training.checkpoint import load_weights
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -20,7 +20,7 @@ from effv2.config.schema import load_run_config
 from effv2.data.pipeline import build_eval_split
 from effv2.deploy.class_names import default_class_names, imagenet1k, imagenet21k_wnids
 from effv2.deploy.dynamic_batch import make_batch_dynamic
-from effv2.training.evaluate import topk_correct
+from effv2.metrics import topk_correct
 
 
 def _one_process(result, run_dir: Path) -> None:
@@ -64,8 +64,8 @@ def _assert_any_batch_matches_mindspore(exported: Path, ckpt: Path) -> None:
     import mindspore as ms
     from mindspore import Tensor
 
+    from effv2.checkpoints import load_weights
     from effv2.models import EfficientNetV2, get_variant
-    from effv2.training.checkpoint import load_weights
 
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)  # no graph compilation per batch size

@@ -22,7 +22,7 @@ from conftest import CONF_DIR, REPO, run_cli, tiny_data
 from effv2.config import register_configs
 from effv2.config.validate import validate
 from effv2.errors import UserError
-from effv2.training.progressive import build_schedule
+from effv2.progressive import build_schedule
 
 register_configs()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from effv2.config.recipes import PRESETS, compose_preset, conformance_table, global_batch
+from effv2.recipes import PRESETS, compose_preset, conformance_table, global_batch
 
 IN1K = {
     "optimizer.name": ("rmsprop", "hparams.py: train.optimizer"),
@@ -201,7 +201,7 @@ def test_fine_tune_presets_need_pretrained_weights_to_train_only(preset: str) ->
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from effv2.config.recipes import CONF_DIR
+    from effv2.recipes import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         train = compose(config_name="config", overrides=[f"experiment={preset}", "data.root=/data"])
@@ -214,7 +214,7 @@ def test_fine_tune_presets_need_pretrained_weights_to_train_only(preset: str) ->
 def test_readme_carries_the_generated_recipe_table() -> None:
     from conftest import REPO
 
-    assert conformance_table() in (REPO / "README.md").read_text(), "run python -m effv2.config.recipes"
+    assert conformance_table() in (REPO / "README.md").read_text(), "run python -m effv2.recipes"
 
 
 # one short run per preset family on the tiny digits ImageFolder: the micro network at 32 px with
@@ -233,8 +233,8 @@ def micro_pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A micro checkpoint with a 21-class head, standing in for a converted 21k checkpoint."""
     from types import SimpleNamespace
 
+    from effv2.checkpoints import model_entries, save_atomic
     from effv2.models import build_model
-    from effv2.training.checkpoint import model_entries, save_atomic
 
     spec = SimpleNamespace(
         name="effnetv2_micro", num_classes=21, in_channels=3, drop_rate=None, drop_path_rate=0.2, bn_eps=1e-3,

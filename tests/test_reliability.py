@@ -17,9 +17,9 @@ import pytest
 from mindspore import Parameter, Tensor
 
 from conftest import ALL_LOGGERS, REPO, check_logged_history, mlflow_run_of, one_line_error, resumable, run_cli
+from effv2 import checkpoints as checkpoint
+from effv2.checkpoints import read_checkpoint, save_atomic
 from effv2.errors import UserError
-from effv2.training import checkpoint
-from effv2.training.checkpoint import read_checkpoint, save_atomic
 
 
 def _folder(tmp_path: Path, layout: dict[str, dict[str, int]]) -> Path:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from mindspore import Parameter, Tensor, nn
 
+from effv2.checkpoints import read_checkpoint, save_atomic
 from effv2.models import VARIANTS, EfficientNetV2, init_weights
 from effv2.models.variants import MICRO
-from effv2.training.checkpoint import read_checkpoint, save_atomic
 from effv2.training.ema import EMA
 from effv2.training.loss import SoftTargetCrossEntropy, smoothed_one_hot
 from effv2.training.mixing import BatchMixer
@@ -280,7 +280,7 @@ def test_a_checkpoint_write_killed_midway_leaves_the_previous_one_loadable(tmp_p
         os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
         import numpy as np
         from mindspore import Parameter, Tensor
-        from effv2.training.checkpoint import save_atomic
+        from effv2.checkpoints import save_atomic
         for i in range(10_000):
             big = Parameter(Tensor(np.full((4096, 4096), i, np.float32)), name="big")
             save_atomic({{"big": big}}, {str(target)!r}, {{"round": i}})

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from effv2.checkpoints import BOOKKEEPING, mismatch_listing, model_entries, save_atomic
 from effv2.conversion.names import Source, official_tf_names, timm_names
 from effv2.conversion.tensor_bundle import TensorBundle
 from effv2.errors import UserError
 from effv2.models import EfficientNetV2, get_variant
-from effv2.training.checkpoint import BOOKKEEPING, mismatch_listing, model_entries, save_atomic
 
 log = logging.getLogger(__name__)
 

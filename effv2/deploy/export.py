@@ -14,6 +14,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
+from effv2.checkpoints import load_weights
 from effv2.config.schema import RunConfig
 from effv2.data.pipeline import open_split
 from effv2.data.transforms import EvalTransform
@@ -24,9 +25,8 @@ from effv2.deploy.predictor import Predictor, decodable_files, run_batched
 from effv2.deploy.quantize import quantize_int8
 from effv2.errors import UserError
 from effv2.launch.device import backend_available
+from effv2.metrics import topk_correct
 from effv2.models import build_model
-from effv2.training.checkpoint import load_weights
-from effv2.training.evaluate import topk_correct
 
 log = logging.getLogger(__name__)
 

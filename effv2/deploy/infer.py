@@ -20,7 +20,7 @@ from effv2.deploy.offline import postprocess, preprocess, run_device
 from effv2.deploy.predictor import Predictor, prepare_file, top_k_predictions, transform_for
 from effv2.errors import UserError
 from effv2.launch.device import backend_available
-from effv2.training.evaluate import topk_correct
+from effv2.metrics import topk_correct
 
 log = logging.getLogger(__name__)
 

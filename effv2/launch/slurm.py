@@ -52,7 +52,7 @@ def restart_count() -> int:
 
 def requeued_resume(run_dir: Path) -> str | None:
     """``run_dir`` when this is a requeued SLURM job whose run folder holds a checkpoint."""
-    from effv2.training.run_folder import LAST, RECOVERY
+    from effv2.checkpoints import LAST, RECOVERY
 
     if restart_count() == 0 or not any((run_dir / "checkpoints" / name).is_file() for name in (LAST, RECOVERY)):
         return None

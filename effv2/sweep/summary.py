@@ -25,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from effv2.launch import slurm
-from effv2.training.metrics import EpochLog
+from effv2.tracking.epoch_log import EpochLog
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from effv2.checkpoints import load_weights
 from effv2.config.schema import RunConfig
 from effv2.data.pipeline import build_eval_split
 from effv2.errors import UserError
 from effv2.launch import ranks
 from effv2.models import EfficientNetV2, build_model
 from effv2.models.cpu_kernels import cpu_kernels_wanted, use_cpu_kernels
-from effv2.training.checkpoint import load_weights
-from effv2.training.metrics import write_json
+from effv2.tracking.epoch_log import write_json
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from effv2.config.schema import RunConfig
 from effv2.deploy.infer import infer
-from effv2.training.metrics import write_json
+from effv2.tracking.epoch_log import write_json
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from effv2.config.schema import CSVLoggerConfig
 from effv2.tracking.base import Logger, ResumePoint, RunContext
-from effv2.training.curves import plot_curves
-from effv2.training.metrics import EpochLog
+from effv2.tracking.curves import plot_curves
+from effv2.tracking.epoch_log import EpochLog
 
 METRICS_CSV = "metrics.csv"
 

@@ -16,18 +16,7 @@ from mindspore import Tensor, nn
 from effv2.data.pipeline import LoadedSplit
 from effv2.errors import UserError
 from effv2.launch.ranks import allreduce_sum, heartbeat
-
-
-def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
-    """How many rows rank their label among the first ``k`` classes, ranking by logit and equal
-    logits by class index (a stable sort; top-1 is argmax). Quantized models tie often, so the
-    tie rule must be fixed for top-k to be reproducible."""
-    k = min(k, logits.shape[1])
-    labels = np.asarray(labels)
-    target = logits[np.arange(len(labels)), labels][:, None]
-    before = np.arange(logits.shape[1])[None, :] < labels[:, None]
-    ahead = (logits > target) | ((logits == target) & before)
-    return int((ahead.sum(axis=1) < k).sum())
+from effv2.metrics import topk_correct
 
 
 def evaluate(net: nn.Cell, loaded: LoadedSplit, heartbeat_dir: Path | None = None) -> dict[str, float]:

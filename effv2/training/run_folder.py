@@ -21,10 +21,8 @@ from typing import Any
 
 from mindspore import Parameter
 
+from effv2.checkpoints import BEST, LAST, RECOVERY, read_checkpoint, save_atomic
 from effv2.errors import UserError
-from effv2.training.checkpoint import read_checkpoint, save_atomic
-
-LAST, BEST, RECOVERY = "last.ckpt", "best.ckpt", "recovery.ckpt"
 
 
 @dataclass

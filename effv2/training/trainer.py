@@ -19,6 +19,7 @@ import numpy as np
 from mindspore import Tensor, nn
 from tqdm import tqdm
 
+from effv2.checkpoints import BEST, LAST, RECOVERY, load_pretrained, model_entries, restore_state, state_entries
 from effv2.config.schema import RunConfig
 from effv2.data.bad_images import BadImageLog
 from effv2.data.pipeline import build_eval_split, open_train_split, train_epoch
@@ -29,23 +30,17 @@ from effv2.launch import ranks, slurm
 from effv2.models import build_model, get_variant, model_summary
 from effv2.models.blocks import convert_to_sync_bn
 from effv2.models.cpu_kernels import cpu_kernels_wanted, use_cpu_kernels
+from effv2.progressive import Stage, build_schedule, format_schedule, stage_data_config, stage_of
 from effv2.tracking.base import ResumePoint, RunStatus
 from effv2.tracking.build import build_loggers
-from effv2.training.checkpoint import (
-    load_pretrained,
-    model_entries,
-    restore_state,
-    state_entries,
-)
+from effv2.tracking.epoch_log import write_json
 from effv2.training.ema import EMA
 from effv2.training.evaluate import evaluate
 from effv2.training.loss import SoftTargetCrossEntropy, smoothed_one_hot
-from effv2.training.metrics import write_json
 from effv2.training.mixing import BatchMixer
 from effv2.training.optim import build_optimizer, scaled_lr
 from effv2.training.precision import apply_amp
-from effv2.training.progressive import Stage, build_schedule, format_schedule, stage_data_config, stage_of
-from effv2.training.run_folder import BEST, LAST, RECOVERY, Progress, RunFolder, find_resume_checkpoint
+from effv2.training.run_folder import Progress, RunFolder, find_resume_checkpoint
 from effv2.training.schedules import learning_rates
 from effv2.training.step import ACCUMULATE, APPLY, DeviceNormalise, TrainStep
 

@@ -1,5 +1,5 @@
 """The training recipes side by side, read from the composed presets (what ``python run.py
-experiment=<x> --cfg job`` shows): ``python -m effv2.config.recipes`` prints the Markdown table
+experiment=<x> --cfg job`` shows): ``python -m effv2.recipes`` prints the Markdown table
 that README.md carries, and tests/test_recipes.py checks every value against the official code."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from effv2.config.schema import register_configs
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # the seed's recipe first, then the official ones in the order of the paper's tables
 PRESETS = (
@@ -48,7 +48,7 @@ def _values(numbers: list[float]) -> str:
 
 def recipe_row(name: str, cfg: DictConfig) -> dict[str, str]:
     """One preset's recipe; staged values are listed per stage (progressive learning)."""
-    from effv2.training.progressive import build_schedule
+    from effv2.progressive import build_schedule
 
     data, aug, train = cfg.data, cfg.data.augment, cfg.train
     stages = build_schedule(cfg, default_dropout=cfg.model.drop_rate)

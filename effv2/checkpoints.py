@@ -24,6 +24,9 @@ from effv2.errors import UserError
 EMA_KEY = "ema/"
 STATE_KEY = "state/"
 META_KEY = "effv2_meta"
+# the checkpoints of a run folder (<run>/checkpoints/): resumable last and best, and the recovery
+# checkpoint written every train.checkpoint.recovery_interval steps and on a stop signal
+LAST, BEST, RECOVERY = "last.ckpt", "best.ckpt", "recovery.ckpt"
 # model parameters that are training bookkeeping, not weights: a pretrained start ignores them
 BOOKKEEPING = ("rng_step", "dropout.rate")
 # not restored on resume: the training step's per-step buffers (see effv2.training.step), zero
