@@ -44,6 +44,9 @@ def validate(cfg: RunConfig) -> None:
         require_positive("train.epochs", cfg.train.epochs)
         require_positive("train.accumulation_steps", cfg.train.accumulation_steps)
         require_positive("train.eval_interval", cfg.train.eval_interval)
+        best = _choice(cfg.train.checkpoint.best_metric)
+        if best.startswith("ema_") and not cfg.train.ema.enabled:
+            raise UserError(f"train.checkpoint.best_metric={best} needs train.ema.enabled=true")
         _progressive(cfg)
     if task in ("export", "infer"):
         _export(cfg.export, cfg.data)

@@ -22,7 +22,11 @@ from typing import Any
 from mindspore import Parameter
 
 from effv2.checkpoints import BEST, LAST, RECOVERY, read_checkpoint, save_atomic
+from effv2.config.schema import RunConfig
+from effv2.data.sharding import BatchPlan
+from effv2.data.split import ImageSplit
 from effv2.errors import UserError
+from effv2.progressive import Stage
 
 
 @dataclass
@@ -79,6 +83,26 @@ def find_resume_checkpoint(resume: str) -> Path:
         return meta.get("epoch", 0), meta.get("steps_done", 0), meta.get("evaluated", False)
 
     return max(candidates, key=position)
+
+
+def run_identity(cfg: RunConfig, split: ImageSplit, schedule: list[Stage], plan: BatchPlan) -> dict[str, Any]:
+    """What every checkpoint of the run says it is: model, classes, training split, eval size,
+    schedule and batch plan (what a resume checks, effv2.training.resume)."""
+    return {
+        "variant": cfg.model.name,
+        "num_classes": cfg.model.num_classes,
+        "class_names": list(split.class_names),
+        "train_images": split.num_images,
+        "train_fingerprint": split.fingerprint,
+        "eval_size": cfg.data.eval_size,
+        "schedule": [stage.as_row() for stage in schedule],
+        "plan": {
+            "batch_size": plan.batch_size,
+            "world_size": plan.world_size,
+            "accumulation": plan.accumulation,
+            "global_batch": plan.global_batch,
+        },
+    }
 
 
 class RunFolder:

@@ -1,0 +1,74 @@
+"""The resume protocol: what a checkpoint must agree on with the run that continues it. The
+model and the global batch must be the same (the epoch is cut into the same optimizer steps, on
+any device count); a changed schedule, data split or micro-batch is allowed with a warning."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from effv2.config.schema import RunConfig
+from effv2.data.sharding import BatchPlan
+from effv2.data.split import ImageSplit
+from effv2.errors import UserError
+from effv2.progressive import Stage
+
+log = logging.getLogger(__name__)
+
+
+def check_resumable(
+    path: Path, meta: dict[str, Any], cfg: RunConfig, schedule: list[Stage], plan: BatchPlan, split: ImageSplit
+) -> None:
+    """Raise UserError where the checkpoint at ``path`` (its metadata ``meta``) cannot continue
+    as this run; log what continues differently."""
+    if meta.get("variant") != cfg.model.name or meta.get("num_classes") != cfg.model.num_classes:
+        raise UserError(
+            f"resume={str(path)!r} is a {meta.get('variant')}/{meta.get('num_classes')} classes run; "
+            f"this config trains {cfg.model.name}/{cfg.model.num_classes} classes"
+        )
+    if meta.get("schedule") != [stage.as_row() for stage in schedule]:
+        log.warning("resume: the progressive schedule differs from the one %s was trained with", path)
+    _check_plan(path, meta, plan)
+    _check_same_data(path, meta, split)
+
+
+def _check_same_data(path: Path, meta: dict[str, Any], split: ImageSplit) -> None:
+    """The epoch order is a permutation of the split's indices: another split (images added or
+    removed, a pack that left images out) continues training, but not the original order."""
+    images, fingerprint = meta.get("train_images"), meta.get("train_fingerprint")
+    if images is not None and images != split.num_images:
+        log.warning(
+            "resume: %s trained on %d images, the training split now holds %d: the epoch order and "
+            "the step count differ from the original run's from here on", path, images, split.num_images,
+        )  # fmt: skip
+    elif fingerprint and fingerprint != split.fingerprint:
+        log.warning("resume: the training split's listing (names or sizes) changed since %s was written", path)
+
+
+def _check_plan(path: Path, meta: dict[str, Any], plan: BatchPlan) -> None:
+    """A run continues on any device count whose global batch is the same. Another global batch
+    would change the data order and the schedule, so it is refused."""
+    before = meta.get("plan")
+    if before is None:
+        raise UserError(
+            f"resume={str(path)!r} was written by an older effv2 without the batch plan and cannot be resumed; "
+            f"start from its weights with model.pretrained={path}"
+        )
+    if before["global_batch"] != plan.global_batch:
+        raise UserError(
+            f"resume={str(path)!r} trained with a global batch of {before['global_batch']} "
+            f"({before['batch_size']} x {before['world_size']} devices x {before['accumulation']} accumulation); "
+            f"this run's is {plan.describe()}: set data.batch_size and train.accumulation_steps so that "
+            f"batch x devices x accumulation = {before['global_batch']}"
+        )
+    if (before["world_size"], before["accumulation"]) != (plan.world_size, plan.accumulation):
+        log.info(
+            "resume: %d devices x %d accumulation continue a run of %d x %d, same global batch %d",
+            plan.world_size, plan.accumulation, before["world_size"], before["accumulation"], plan.global_batch,
+        )  # fmt: skip
+    if before["batch_size"] != plan.batch_size:
+        log.warning(
+            "resume: micro-batches of %d images instead of %d: same steps and data order, but other BN batch "
+            "statistics and dropout masks than the original run", plan.batch_size, before["batch_size"],
+        )  # fmt: skip
