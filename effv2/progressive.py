@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from effv2.config.schema import REGULARISERS, DataConfig, RunConfig
+from effv2.models.variants import resolved_drop_rate
 
 
 # each ramps between progressive.<name>_min and progressive.<name>_max
@@ -36,22 +37,21 @@ def _ramp(low: float, high: float, index: int, stages: int) -> float:
     return low + (high - low) * index / (stages - 1)
 
 
-def _fixed_values(cfg: RunConfig, default_dropout: float) -> dict[str, float]:
+def _fixed_values(cfg: RunConfig) -> dict[str, float]:
     augment = cfg.data.augment
     return {
-        "dropout": default_dropout if cfg.model.drop_rate is None else float(cfg.model.drop_rate),
+        "dropout": resolved_drop_rate(cfg.model),
         "randaug": float(augment.randaug_magnitude),
         "mixup": float(augment.mixup_alpha),
         "cutmix": float(augment.cutmix_alpha),
     }
 
 
-def build_schedule(cfg: RunConfig, default_dropout: float) -> list[Stage]:
+def build_schedule(cfg: RunConfig) -> list[Stage]:
     """The stages of this run; one stage at the fixed values when progressive learning is off.
-    ``default_dropout`` is the variant's own head dropout, used when ``model.drop_rate`` is null.
     The progressive values are those effv2.config.validate accepted."""
     prog, epochs = cfg.progressive, cfg.train.epochs
-    fixed = _fixed_values(cfg, default_dropout)
+    fixed = _fixed_values(cfg)
     if prog.stages == 1:
         return [Stage(0, 1, epochs, int(cfg.data.train_size), **fixed)]
     stages = []

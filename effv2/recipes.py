@@ -51,7 +51,7 @@ def recipe_row(name: str, cfg: DictConfig) -> dict[str, str]:
     from effv2.progressive import build_schedule
 
     data, aug, train = cfg.data, cfg.data.augment, cfg.train
-    stages = build_schedule(cfg, default_dropout=cfg.model.drop_rate)
+    stages = build_schedule(cfg)
     parts = []
     if aug.randaug_layers > 0:
         parts.append(f"RandAugment {aug.randaug_layers} x ({_values([s.randaug for s in stages])})")

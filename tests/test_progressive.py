@@ -27,13 +27,13 @@ from effv2.progressive import build_schedule
 register_configs()
 
 
-def _schedule(*overrides: str, default_dropout: float = 0.2) -> list[tuple]:
+def _schedule(*overrides: str) -> list[tuple]:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     validate(cfg)  # what run.py checks before training; build_schedule trusts it
     return [
         (s.first_epoch, s.last_epoch, s.image_size, round(s.dropout, 4), round(s.randaug, 4), round(s.mixup, 4))
-        for s in build_schedule(cfg, default_dropout)
+        for s in build_schedule(cfg)
     ]
 
 

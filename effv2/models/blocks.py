@@ -110,10 +110,6 @@ class AdjustableDropout(nn.Cell):
             raise ValueError(f"dropout rate {rate} is outside [0, 1)")
         self.rate.set_data(Tensor(np.array([rate], np.float32)))
 
-    @property
-    def current_rate(self) -> float:
-        return float(self.rate.asnumpy()[0])
-
     def construct(self, x, step):
         if not self.training:
             return x

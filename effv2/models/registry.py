@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from effv2.config.schema import ModelConfig
 from effv2.models.efficientnetv2 import EfficientNetV2, init_weights
-from effv2.models.variants import get_variant
+from effv2.models.variants import get_variant, resolved_drop_rate
 
 
 def build_model(cfg: ModelConfig, seed: int = 0, noise_seed: int | None = None) -> EfficientNetV2:
@@ -14,7 +14,7 @@ def build_model(cfg: ModelConfig, seed: int = 0, noise_seed: int | None = None) 
         get_variant(cfg.name),
         num_classes=cfg.num_classes,
         in_channels=cfg.in_channels,
-        drop_rate=cfg.drop_rate,
+        drop_rate=resolved_drop_rate(cfg),
         drop_path_rate=cfg.drop_path_rate,
         bn_eps=cfg.bn_eps,
         bn_momentum=cfg.bn_momentum,

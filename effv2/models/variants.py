@@ -145,6 +145,13 @@ MICRO = VariantSpec(
 )  # fmt: skip
 
 
+def resolved_drop_rate(model_cfg: object) -> float:
+    """The head dropout a ``model`` config trains with: ``model.drop_rate``, or where it is null the
+    variant's own (the official per-variant value). The one place this default is decided."""
+    drop_rate = model_cfg.drop_rate  # type: ignore[attr-defined]
+    return get_variant(model_cfg.name).dropout if drop_rate is None else float(drop_rate)  # type: ignore[attr-defined]
+
+
 def get_variant(name: str) -> VariantSpec:
     if name == MICRO.name:
         return MICRO

@@ -21,7 +21,6 @@ from effv2.data.pipeline import train_epoch
 from effv2.data.sharding import epoch_order
 from effv2.errors import Interrupted, UserError
 from effv2.launch import ranks, slurm
-from effv2.models import get_variant
 from effv2.progressive import Stage, build_schedule, stage_data_config, stage_of
 from effv2.tracking.base import ResumePoint, RunStatus
 from effv2.tracking.build import build_loggers
@@ -51,7 +50,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = run_dir
         train = cfg.train
-        self.schedule = build_schedule(cfg, default_dropout=get_variant(cfg.model.name).dropout)
+        self.schedule = build_schedule(cfg)
         setup.seed_everything(cfg.seed)
         self.workers = cfg.hardware.num_workers
         self.ranks = ranks.current()
