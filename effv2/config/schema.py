@@ -628,6 +628,11 @@ def register_configs() -> None:
         cs.store(group="scheduler", name=name, node=node)
 
 
+def task_of(cfg: RunConfig) -> str:
+    """The run's task (``task=``) as its name: train, eval, export, infer or convert."""
+    return cfg.task.name.name
+
+
 def load_run_config(run_dir: Path, node: int = 0) -> RunConfig:
     """The config a run folder was started with (``.hydra/config.yaml``; node k of a multi-node job
     ``ranks/node<k>/.hydra/config.yaml``), typed by the schema: what every rank of a launched job

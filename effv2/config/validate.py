@@ -7,7 +7,7 @@ Importing this module never imports MindSpore."""
 
 from __future__ import annotations
 
-from effv2.config.schema import REGULARISERS, DataConfig, ExportConfig, HardwareConfig, RunConfig
+from effv2.config.schema import REGULARISERS, DataConfig, ExportConfig, HardwareConfig, RunConfig, task_of
 from effv2.errors import UserError
 
 
@@ -34,7 +34,7 @@ def _choice(value: object) -> str:
 
 def validate(cfg: RunConfig) -> None:
     """Raise UserError for the first value of ``cfg`` that its task cannot run with."""
-    task = cfg.task.name.name
+    task = task_of(cfg)
     if task == "convert":  # a checkpoint file in, one out: nothing else of the config is used
         return
     validate_data(cfg.data, sizes_used=task in ("train", "eval"))

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from effv2.cache import compile_cache_dir
-from effv2.config.schema import RunConfig
+from effv2.config.schema import RunConfig, task_of
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def cache_key(cfg: RunConfig) -> str:
 
 def enable_compile_cache(cfg: RunConfig, multirun: bool = False) -> Path | None:
     """Point MindSpore's compile cache at this configuration's folder, when that is safe."""
-    if not cfg.hardware.compile_cache or cfg.task.name.name not in _TASKS:
+    if not cfg.hardware.compile_cache or task_of(cfg) not in _TASKS:
         return None
     if cfg.resume or multirun:
         log.info("hardware.compile_cache is off for %s runs (their compile order differs)",

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from effv2.config.schema import HardwareConfig, RunConfig, node_path
+from effv2.config.schema import HardwareConfig, RunConfig, node_path, task_of
 from effv2.errors import UserError
 from effv2.launch.device import CPU_ISA_CAP, CPU_ISA_VARIABLE
 from effv2.launch.ranks import WORKER_ENV, rank_status_path
@@ -252,7 +252,7 @@ def _summarise(cfg: RunConfig, run_dir: Path, local_ranks: list[int]) -> float:
     unfinished = [r for r, s in zip(local_ranks, statuses, strict=True) if s.get("status") != "done"]
     if unfinished:
         raise UserError(f"rank {unfinished[0]} exited without finishing; see {run_dir / 'ranks'}")
-    if cfg.task.name.name == "train":
+    if task_of(cfg) == "train":
         digests = {s.get("weights") for s in statuses}
         if len(digests) != 1 or None in digests:
             raise UserError(

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from effv2.config.schema import RequiredValue, RunConfig
+from effv2.config.schema import RequiredValue, RunConfig, task_of
 from effv2.config.validate import validate
 from effv2.errors import UserError
 from effv2.launch.compile_cache import enable_compile_cache
@@ -55,7 +55,7 @@ def run_in_process(
 ) -> float:
     """Run the task in this process: environment before MindSpore loads, the device check, the
     execution context, the compile cache, then (in a launched rank) ``join_ranks``, then the task."""
-    task = cfg.task.name.name
+    task = task_of(cfg)
     prepare_environment(cfg.hardware)
     cfg = with_local_inputs(cfg, task)
     if task == "convert":  # numpy and a checkpoint file: no device involved
@@ -76,7 +76,7 @@ def run_task(cfg: RunConfig, run_dir: Path, multirun: bool = False) -> float:
     from effv2.launch import slurm
 
     slurm.log_job()
-    if cfg.task.name.name != "convert" and cfg.launcher.dry_run:
+    if task_of(cfg) != "convert" and cfg.launcher.dry_run:
         return print_plan(cfg, run_dir)
     if not cfg.output.remote:
         return _run(cfg, run_dir, multirun)
@@ -95,12 +95,12 @@ def _pin_data(cfg: RunConfig, run_dir: Path) -> None:
     from effv2.data.pipeline import pin_splits
 
     data = cfg.data
-    splits = [data.train_split, data.val_split] if cfg.task.name.name == "train" else [data.val_split]
+    splits = [data.train_split, data.val_split] if task_of(cfg) == "train" else [data.val_split]
     pin_splits(data, splits, run_dir, cfg.hardware.node_rank)
 
 
 def _run(cfg: RunConfig, run_dir: Path, multirun: bool) -> float:
-    task = cfg.task.name.name
+    task = task_of(cfg)
     if task != "convert" and needs_launch(cfg.hardware):
         if task in DATA_PARALLEL_TASKS:
             check_device(cfg.hardware, task)

@@ -16,12 +16,8 @@ def build_loggers(cfg: RunConfig, run_dir: Path, writer: bool) -> Loggers:
     from effv2.tracking.mlflow_logger import MLflowLogger
     from effv2.tracking.tensorboard_logger import TensorBoardLogger
 
+    # logger.<key> set (not null) -> that logger, in this order
+    kinds: dict[str, type[Logger]] = {"csv": CSVLogger, "tensorboard": TensorBoardLogger, "mlflow": MLflowLogger}
     context = RunContext.of(cfg, run_dir)
-    loggers: list[Logger] = []
-    if cfg.logger.csv is not None:
-        loggers.append(CSVLogger(cfg.logger.csv, context))
-    if cfg.logger.tensorboard is not None:
-        loggers.append(TensorBoardLogger(cfg.logger.tensorboard, context))
-    if cfg.logger.mlflow is not None:
-        loggers.append(MLflowLogger(cfg.logger.mlflow, context))
-    return Loggers(loggers)
+    chosen = {key: getattr(cfg.logger, key) for key in kinds}
+    return Loggers([kinds[key](settings, context) for key, settings in chosen.items() if settings is not None])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from mindspore import Parameter, Tensor, nn
 
@@ -27,13 +30,21 @@ def scaled_lr(cfg: OptimizerConfig, global_batch: int) -> float:
     return cfg.lr * global_batch / 256.0
 
 
+# optimizer.name -> (parameter groups, per-step learning rates, the option's config) -> optimizer
+OPTIMIZERS: dict[str, Callable[[list, Tensor, Any], nn.Optimizer]] = {
+    "rmsprop": lambda groups, lr, cfg: TFRMSProp(
+        groups, learning_rate=lr, decay=cfg.decay, momentum=cfg.momentum, epsilon=cfg.eps
+    ),
+    "sgd": lambda groups, lr, cfg: nn.Momentum(
+        groups, learning_rate=lr, momentum=cfg.momentum, use_nesterov=cfg.nesterov
+    ),  # fmt: skip
+    "adamw": lambda groups, lr, cfg: nn.AdamWeightDecay(
+        groups, learning_rate=lr, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps
+    ),
+}
+
+
 def build_optimizer(cfg: OptimizerConfig, params: list[Parameter], lrs: np.ndarray) -> nn.Optimizer:
-    groups = parameter_groups(params, cfg.weight_decay)
-    lr = Tensor(lrs)
-    if cfg.name == "rmsprop":
-        return TFRMSProp(groups, learning_rate=lr, decay=cfg.decay, momentum=cfg.momentum, epsilon=cfg.eps)
-    if cfg.name == "sgd":
-        return nn.Momentum(groups, learning_rate=lr, momentum=cfg.momentum, use_nesterov=cfg.nesterov)
-    if cfg.name == "adamw":
-        return nn.AdamWeightDecay(groups, learning_rate=lr, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps)
-    raise UserError(f"optimizer.name={cfg.name!r} is unknown; accepted: rmsprop, sgd, adamw")
+    if cfg.name not in OPTIMIZERS:
+        raise UserError(f"optimizer.name={cfg.name!r} is unknown; accepted: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[cfg.name](parameter_groups(params, cfg.weight_decay), Tensor(lrs), cfg)

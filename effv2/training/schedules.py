@@ -13,6 +13,7 @@ The decay curve is a function of the global step from 0 (as in google/automl's
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -20,18 +21,29 @@ from effv2.config.schema import SchedulerConfig
 from effv2.errors import UserError
 
 
+def _multistep(cfg: SchedulerConfig, base_lr: float, step: np.ndarray, steps_per_epoch: int, total: int) -> np.ndarray:
+    epoch = step / steps_per_epoch
+    passed = (epoch[:, None] >= np.asarray(list(cfg.milestones), dtype=np.float64)[None, :]).sum(axis=1)
+    return base_lr * cfg.gamma**passed
+
+
+# scheduler.name -> (the option's config, base lr, step numbers, steps per epoch, total steps) -> lr
+DECAYS: dict[str, Callable[..., np.ndarray]] = {
+    "constant": lambda cfg, base_lr, step, steps_per_epoch, total: np.full(step.shape, base_lr),
+    "cosine": lambda cfg, base_lr, step, steps_per_epoch, total: (
+        cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1.0 + np.cos(math.pi * step / total))
+    ),
+    "exponential": lambda cfg, base_lr, step, steps_per_epoch, total: (
+        base_lr * cfg.decay_rate ** np.floor(step / (cfg.decay_epochs * steps_per_epoch))
+    ),
+    "multistep": _multistep,
+}
+
+
 def _decayed(cfg: SchedulerConfig, base_lr: float, step: np.ndarray, steps_per_epoch: int, total: int) -> np.ndarray:
-    if cfg.name == "constant":
-        return np.full(step.shape, base_lr)
-    if cfg.name == "cosine":
-        return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1.0 + np.cos(math.pi * step / total))
-    if cfg.name == "exponential":
-        return base_lr * cfg.decay_rate ** np.floor(step / (cfg.decay_epochs * steps_per_epoch))
-    if cfg.name == "multistep":
-        epoch = step / steps_per_epoch
-        passed = (epoch[:, None] >= np.asarray(list(cfg.milestones), dtype=np.float64)[None, :]).sum(axis=1)
-        return base_lr * cfg.gamma**passed
-    raise UserError(f"scheduler.name={cfg.name!r} is unknown; accepted: constant, cosine, exponential, multistep")
+    if cfg.name not in DECAYS:
+        raise UserError(f"scheduler.name={cfg.name!r} is unknown; accepted: {', '.join(DECAYS)}")
+    return DECAYS[cfg.name](cfg, base_lr, step, steps_per_epoch, total)
 
 
 def learning_rates(cfg: SchedulerConfig, base_lr: float, steps_per_epoch: int, epochs: int) -> np.ndarray:
