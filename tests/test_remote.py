@@ -152,7 +152,7 @@ def test_eval_reads_checkpoint_and_data_from_s3(resumed_from_s3: tuple[Path, str
 def test_remote_inputs_of_every_task_are_fetched(s3, tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
-    from effv2.storage.inputs import with_local_inputs
+    from effv2.storage.remote_inputs import with_local_inputs
 
     s3.pipe({
         "effv2-runs/inputs/model.ckpt": b"ckpt", "effv2-runs/inputs/tf/model.index": b"index",

@@ -19,7 +19,7 @@ from effv2.errors import UserError
 from effv2.launch.compile_cache import enable_compile_cache
 from effv2.launch.device import check_device, configure_context, prepare_environment
 from effv2.launch.launcher import launch, needs_launch, print_plan
-from effv2.storage.inputs import with_local_inputs
+from effv2.storage.remote_inputs import with_local_inputs
 
 log = logging.getLogger(__name__)
 

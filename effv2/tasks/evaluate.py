@@ -46,7 +46,7 @@ def run(cfg: RunConfig, run_dir: Path) -> float:
 def evaluate_split(cfg: RunConfig, net: EfficientNetV2, run_dir: Path | None = None) -> dict[str, float]:
     """Every validation image once: on several ranks each scores its shard and the counts are
     summed over the ranks."""
-    from effv2.training.evaluate import evaluate
+    from effv2.training.scoring import score_split
 
     info = ranks.current()
     pinned_in = run_dir if info.distributed else None  # a launched rank: the launching process's manifests
@@ -54,4 +54,4 @@ def evaluate_split(cfg: RunConfig, net: EfficientNetV2, run_dir: Path | None = N
         cfg.data, cfg.hardware.num_workers, shard=(info.rank, info.world_size), run_dir=pinned_in,
         node=info.rank // cfg.hardware.devices_per_node,
     )  # fmt: skip
-    return evaluate(net, split)
+    return score_split(net, split)

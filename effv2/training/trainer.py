@@ -26,13 +26,13 @@ from effv2.tracking.base import ResumePoint, RunStatus
 from effv2.tracking.build import build_loggers
 from effv2.tracking.epoch_log import write_json
 from effv2.training import report, setup
-from effv2.training.evaluate import evaluate
 from effv2.training.loss import smoothed_one_hot
 from effv2.training.mixing import BatchMixer
 from effv2.training.optim import scaled_lr
 from effv2.training.resume import check_resumable
 from effv2.training.run_folder import Progress, RunFolder, find_resume_checkpoint, run_identity
 from effv2.training.schedules import learning_rates
+from effv2.training.scoring import score_split
 from effv2.training.step import ACCUMULATE, APPLY
 from effv2.training.stop import StopRequests
 
@@ -266,12 +266,12 @@ class Trainer:
             "Lower optimizer.lr, set train.clip_grad_norm, or use train.loss_scale.kind=dynamic"
         )
 
-    def _evaluate(self) -> dict[str, float]:
+    def _score(self) -> dict[str, float]:
         self._sync_ranks()
-        val = evaluate(self.net, self.val_data, self.run_dir)
+        val = score_split(self.net, self.val_data, self.run_dir)
         metrics = {"val_top1": val["top1"], "val_top5": val["top5"]}
         if self.shadow_net is not None:
-            ema_val = evaluate(self.shadow_net, self.val_data, self.run_dir)
+            ema_val = score_split(self.shadow_net, self.val_data, self.run_dir)
             metrics.update(ema_val_top1=ema_val["top1"], ema_val_top5=ema_val["top5"])
         return metrics
 
@@ -285,7 +285,7 @@ class Trainer:
             self.step.set_train(True)
             row = self._train_epoch(epoch)
             if epoch % cfg.train.eval_interval == 0 or epoch == epochs:
-                metrics = self._evaluate()
+                metrics = self._score()
                 row.update(metrics)
                 if metrics[best_key] > self.progress.best:
                     self.progress.best = metrics[best_key]

@@ -19,7 +19,7 @@ from effv2.launch.ranks import allreduce_sum, heartbeat
 from effv2.metrics import topk_correct
 
 
-def evaluate(net: nn.Cell, loaded: LoadedSplit, heartbeat_dir: Path | None = None) -> dict[str, float]:
+def score_split(net: nn.Cell, loaded: LoadedSplit, heartbeat_dir: Path | None = None) -> dict[str, float]:
     net.set_train(False)
     correct1 = correct5 = seen = bad = 0
     for images, labels, bad_index in loaded.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
