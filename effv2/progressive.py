@@ -7,13 +7,10 @@ the split of the released code.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from effv2.config.schema import REGULARISERS, DataConfig, RunConfig
+from effv2.config.schema import REGULARISERS, RunConfig
 from effv2.models.variants import resolved_drop_rate
 
 
@@ -72,17 +69,6 @@ def build_schedule(cfg: RunConfig) -> list[Stage]:
 
 def stage_of(schedule: list[Stage], epoch: int) -> Stage:
     return next(stage for stage in schedule if stage.first_epoch <= epoch <= stage.last_epoch)
-
-
-def stage_data_config(data_cfg: DataConfig, stage: Stage) -> DataConfig:
-    """A copy of the ``data`` node with the stage's augmentation strengths."""
-    stage_cfg = copy.deepcopy(data_cfg)
-    if OmegaConf.is_config(stage_cfg):
-        OmegaConf.set_readonly(stage_cfg, False)
-    stage_cfg.augment.randaug_magnitude = stage.randaug
-    stage_cfg.augment.mixup_alpha = stage.mixup
-    stage_cfg.augment.cutmix_alpha = stage.cutmix
-    return stage_cfg
 
 
 def format_schedule(schedule: list[Stage], randaug_on: bool) -> str:

@@ -23,6 +23,7 @@ from effv2.data.digits import materialise_digits
 from effv2.data.split import ImageSplit
 from effv2.data.transforms import EvalTransform, TrainTransform
 from effv2.errors import UserError
+from effv2.progressive import Stage
 from effv2.storage.location import is_remote, local_path
 
 ROW_COLUMNS = ["image", "label", "index"]
@@ -176,6 +177,7 @@ def train_epoch(
     seed: int = 0,
     epoch: int = 1,
     uint8_out: bool = False,
+    stage: Stage | None = None,
 ) -> ds.Dataset:
     """Batches of (image, label, replaced) over ``indices`` in that order, with the training
     transforms keyed by (``seed``, ``epoch``, image index); ``replaced``: [bad index, substitute]
@@ -184,7 +186,7 @@ def train_epoch(
     normalised (the compiled step normalises them: effv2.training.step.DeviceNormalise)."""
     image_size = data_cfg.train_size if image_size is None else image_size
     transform = SubstitutingTrain(
-        TrainTransform(data_cfg, image_size, uint8_out), split, seed, epoch, data_cfg.on_bad_image.value
+        TrainTransform(data_cfg, image_size, uint8_out, stage), split, seed, epoch, data_cfg.on_bad_image.value
     )
     rows = _rows(split, [int(i) for i in indices], record_to)
     dataset = _map(rows, transform, ["image", "label", "replaced"], workers, data_cfg.worker_kind)

@@ -23,6 +23,7 @@ from effv2.data import geometry, kernels
 from effv2.data.augment import autoaugment_v0, randaugment
 from effv2.data.decode import BadImage, decode, decode_scaled, downscale_factor, image_size
 from effv2.data.image_ops import cutout
+from effv2.progressive import Stage
 
 # the official eval crop keeps the whole image from this size on (preprocessing.py)
 OFFICIAL_CROP_LIMIT = 320
@@ -65,28 +66,33 @@ def _to_chw(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
 
 
-def device_normalise_blocker(data_cfg: DataConfig) -> str | None:
-    """Why training images must be normalised on the host for ``data_cfg``, or None when the
-    transform's last image is uint8 (RandAugment / AutoAugment's output) and nothing after it
-    works on normalised floats: then the compiled step can normalise it, bit for bit."""
+def device_normalise_blocker(data_cfg: DataConfig, stage: Stage | None = None) -> str | None:
+    """Why training images must be normalised on the host for ``data_cfg`` (in progressive
+    learning's ``stage``: its mixup / cutmix strengths), or None when the transform's last image is
+    uint8 (RandAugment / AutoAugment's output) and nothing after it works on normalised floats:
+    then the compiled step can normalise it, bit for bit."""
     aug = data_cfg.augment
+    mixup, cutmix = (stage.mixup, stage.cutmix) if stage else (aug.mixup_alpha, aug.cutmix_alpha)
     if aug.randaug_layers == 0 and _choice(aug.auto_augment) == "none":
         return "no RandAugment / AutoAugment: the float resize is normalised unrounded"
     if aug.cutout_ratio > 0:
         return "data.augment.cutout_ratio fills in the normalised space"
     if aug.random_erasing_prob > 0:
         return "data.augment.random_erasing_prob erases in the normalised space"
-    if aug.mixup_alpha > 0 or aug.cutmix_alpha > 0:
+    if mixup > 0 or cutmix > 0:
         return "mixup / cutmix mix normalised batches on the host"
     return None
 
 
 class TrainTransform:
     """(encoded image, key = [seed, epoch, image index]) -> normalised float32 CHW, or with
-    ``uint8_out`` the uint8 HWC image before normalisation (see device_normalise_blocker)."""
+    ``uint8_out`` the uint8 HWC image before normalisation (see device_normalise_blocker). In
+    progressive learning the RandAugment magnitude is the ``stage``'s."""
 
-    def __init__(self, data_cfg: DataConfig, image_size: int, uint8_out: bool = False) -> None:
-        blocker = device_normalise_blocker(data_cfg) if uint8_out else None
+    def __init__(
+        self, data_cfg: DataConfig, image_size: int, uint8_out: bool = False, stage: Stage | None = None
+    ) -> None:
+        blocker = device_normalise_blocker(data_cfg, stage) if uint8_out else None
         if blocker:
             raise ValueError(f"uint8 output needs the host normalisation: {blocker}")
         self.uint8_out = uint8_out
@@ -102,7 +108,7 @@ class TrainTransform:
         self.hflip_prob = float(data_cfg.hflip_prob)
         self.fast_decode = _choice(data_cfg.decode) == "fast"
         self.randaug_layers = int(aug.randaug_layers)
-        self.randaug_magnitude = float(aug.randaug_magnitude)
+        self.randaug_magnitude = float(stage.randaug if stage else aug.randaug_magnitude)
         self.auto_augment = _choice(aug.auto_augment)
         self.cutout_pad = int(image_size * aug.cutout_ratio) // 2
         self.cutout_fill = _choice(aug.cutout_fill)

@@ -26,7 +26,7 @@ from effv2.launch import ranks
 from effv2.models import build_model, model_summary
 from effv2.models.blocks import convert_to_sync_bn
 from effv2.models.cpu_kernels import cpu_kernels_wanted, use_cpu_kernels
-from effv2.progressive import Stage, stage_data_config
+from effv2.progressive import Stage
 from effv2.training.ema import EMA
 from effv2.training.loss import SoftTargetCrossEntropy
 from effv2.training.optim import build_optimizer
@@ -127,7 +127,7 @@ def _normalise_on_device(data: DataConfig, schedule: list[Stage]) -> bool:
     """data.normalise_on_device, where every stage's augmentation allows it (logged either way)."""
     if not data.normalise_on_device:
         return False
-    blockers = {device_normalise_blocker(stage_data_config(data, stage)) for stage in schedule}
+    blockers = {device_normalise_blocker(data, stage) for stage in schedule}
     blockers.discard(None)
     if blockers:
         log.info("training images normalised on the host: %s", "; ".join(sorted(blockers)))

@@ -21,7 +21,7 @@ from effv2.data.pipeline import train_epoch
 from effv2.data.sharding import epoch_order
 from effv2.errors import Interrupted, UserError
 from effv2.launch import ranks, slurm
-from effv2.progressive import Stage, build_schedule, stage_data_config, stage_of
+from effv2.progressive import Stage, build_schedule, stage_of
 from effv2.tracking.base import ResumePoint, RunStatus
 from effv2.tracking.build import build_loggers
 from effv2.tracking.epoch_log import write_json
@@ -69,7 +69,6 @@ class Trainer:
         self.net, self.ema, self.step, self.shadow_net = built.net, built.ema, built.step, built.shadow_net
         self.device_normalise = built.device_normalise
         self.stage: Stage | None = None  # set by _enter_stage at the first epoch
-        self.stage_data = cfg.data
         self.mixer = BatchMixer(cfg.data.augment, cfg.seed)
         self.progress = Progress()
         self.folder = RunFolder(run_dir, run_identity(cfg, self.split, self.schedule, self.plan), writer=self.main)
@@ -88,8 +87,7 @@ class Trainer:
             return
         self.stage = stage
         self.net.dropout.set_rate(stage.dropout)
-        self.stage_data = stage_data_config(self.cfg.data, stage)
-        self.mixer = BatchMixer(self.stage_data.augment, self.cfg.seed)
+        self.mixer = BatchMixer(self.cfg.data.augment, self.cfg.seed, stage)
         if len(self.schedule) > 1:
             log.info(report.stage_line(stage, len(self.schedule), self.cfg.data.augment.randaug_layers > 0))
 
@@ -164,16 +162,9 @@ class Trainer:
                 (self.run_dir / "reads").mkdir(exist_ok=True)
                 record_to = self.run_dir / "reads" / f"epoch{epoch:04d}_rank{rank}.txt"
             dataset = train_epoch(
-                self.stage_data,
-                self.split,
-                remaining,
-                self.workers,
-                stage.image_size,
-                record_to,
-                cfg.seed,
-                epoch,
-                uint8_out=self.device_normalise,
-            )
+                cfg.data, self.split, remaining, self.workers, stage.image_size, record_to, cfg.seed, epoch,
+                uint8_out=self.device_normalise, stage=stage,
+            )  # fmt: skip
             bar = tqdm(total=self.micro_per_epoch, initial=first_micro, desc=f"epoch {epoch}", disable=None)
             interval = cfg.train.checkpoint.recovery_interval
             ready = time.perf_counter()
