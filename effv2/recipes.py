@@ -5,12 +5,11 @@ that README.md carries, and tests/test_recipes.py checks every value against the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from effv2.config.schema import register_configs
+from effv2.config.schema import choice_name, register_configs
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -32,10 +31,6 @@ def compose_preset(name: str, *overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=[f"experiment={name}", *PLACEHOLDERS, *overrides])
 
 
-def _name(value: Any) -> str:
-    return str(getattr(value, "name", value))
-
-
 def global_batch(cfg: DictConfig) -> int:
     hw = cfg.hardware
     return cfg.data.batch_size * hw.devices_per_node * hw.nodes * cfg.train.accumulation_steps
@@ -55,19 +50,19 @@ def recipe_row(name: str, cfg: DictConfig) -> dict[str, str]:
     parts = []
     if aug.randaug_layers > 0:
         parts.append(f"RandAugment {aug.randaug_layers} x ({_values([s.randaug for s in stages])})")
-    if _name(aug.auto_augment) != "none":
-        parts.append(f"AutoAugment {_name(aug.auto_augment)}")
+    if choice_name(aug.auto_augment) != "none":
+        parts.append(f"AutoAugment {choice_name(aug.auto_augment)}")
     if aug.cutout_ratio > 0:
-        parts.append(f"cutout {aug.cutout_ratio:g} ({_name(aug.cutout_fill)})")
+        parts.append(f"cutout {aug.cutout_ratio:g} ({choice_name(aug.cutout_fill)})")
     return {
         "preset": f"`{name}`",
         "train px per stage": _values([s.image_size for s in stages]),
-        "eval px": f"{data.eval_size} ({_name(data.eval_crop)})",
+        "eval px": f"{data.eval_size} ({choice_name(data.eval_crop)})",
         "augmentation": ", ".join(parts) or "-",
         "mixup / cutmix": f"{_values([s.mixup for s in stages])} / {_values([s.cutmix for s in stages])}",
         "dropout": _values([s.dropout for s in stages]),
         "drop path": f"{cfg.model.drop_path_rate:g}",
-        "lr / 256": f"{cfg.optimizer.lr:g} {_name(cfg.scheduler.name)}",
+        "lr / 256": f"{cfg.optimizer.lr:g} {choice_name(cfg.scheduler.name)}",
         "batch": str(global_batch(cfg)),
         "epochs": str(train.epochs),
         "EMA": f"{train.ema.decay:g}" if train.ema.enabled else "-",

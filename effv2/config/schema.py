@@ -628,6 +628,12 @@ def register_configs() -> None:
         cs.store(group="scheduler", name=name, node=node)
 
 
+def choice_name(value: object) -> str:
+    """An enum field's value as its name; a plain string passes through (configs built by hand or
+    read back from YAML without the schema)."""
+    return str(getattr(value, "name", value))
+
+
 def task_of(cfg: RunConfig) -> str:
     """The run's task (``task=``) as its name: train, eval, export, infer or convert."""
     return cfg.task.name.name

@@ -7,7 +7,15 @@ Importing this module never imports MindSpore."""
 
 from __future__ import annotations
 
-from effv2.config.schema import REGULARISERS, DataConfig, ExportConfig, HardwareConfig, RunConfig, task_of
+from effv2.config.schema import (
+    REGULARISERS,
+    DataConfig,
+    ExportConfig,
+    HardwareConfig,
+    RunConfig,
+    choice_name,
+    task_of,
+)
 from effv2.errors import UserError
 
 
@@ -27,11 +35,6 @@ def require_within(name: str, value: float, low: float, high: float, *, low_open
         raise UserError(f"{name}={value} is outside {interval}")
 
 
-def _choice(value: object) -> str:
-    """An enum field's value name (a plain string where the config was built by hand)."""
-    return str(getattr(value, "name", value))
-
-
 def validate(cfg: RunConfig) -> None:
     """Raise UserError for the first value of ``cfg`` that its task cannot run with."""
     task = task_of(cfg)
@@ -44,7 +47,7 @@ def validate(cfg: RunConfig) -> None:
         require_positive("train.epochs", cfg.train.epochs)
         require_positive("train.accumulation_steps", cfg.train.accumulation_steps)
         require_positive("train.eval_interval", cfg.train.eval_interval)
-        best = _choice(cfg.train.checkpoint.best_metric)
+        best = choice_name(cfg.train.checkpoint.best_metric)
         if best.startswith("ema_") and not cfg.train.ema.enabled:
             raise UserError(f"train.checkpoint.best_metric={best} needs train.ema.enabled=true")
         _progressive(cfg)
@@ -68,13 +71,13 @@ def validate_data(data: DataConfig, sizes_used: bool = True) -> None:
     require_positive("data.crop_attempts", data.crop_attempts)
     if not 0.0 < data.crop_pct <= 1.0:
         raise UserError(f"data.crop_pct={data.crop_pct} must be in (0, 1]")
-    if _choice(data.decode) == "fast" and _choice(data.interpolation) != "bilinear":
+    if choice_name(data.decode) == "fast" and choice_name(data.interpolation) != "bilinear":
         raise UserError(
             f"data.decode=fast resizes bilinearly from the downscaled decode; data.interpolation="
-            f"{_choice(data.interpolation)} needs data.decode=exact"
+            f"{choice_name(data.interpolation)} needs data.decode=exact"
         )
     aug = data.augment
-    if aug.randaug_layers > 0 and _choice(aug.auto_augment) != "none":
+    if aug.randaug_layers > 0 and choice_name(aug.auto_augment) != "none":
         raise UserError("data.augment: choose RandAugment (randaug_layers > 0) or auto_augment, not both")
     if aug.randaug_magnitude < 0:
         raise UserError(

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from effv2.config.schema import DataConfig
+from effv2.config.schema import DataConfig, choice_name
 from effv2.data import geometry, kernels
 from effv2.data.augment import autoaugment_v0, randaugment
 from effv2.data.decode import BadImage, decode, decode_scaled, downscale_factor, image_size
@@ -27,10 +27,6 @@ from effv2.progressive import Stage
 
 # the official eval crop keeps the whole image from this size on (preprocessing.py)
 OFFICIAL_CROP_LIMIT = 320
-
-
-def _choice(value: Any) -> str:
-    return getattr(value, "name", value)
 
 
 @dataclass(frozen=True)
@@ -73,7 +69,7 @@ def device_normalise_blocker(data_cfg: DataConfig, stage: Stage | None = None) -
     then the compiled step can normalise it, bit for bit."""
     aug = data_cfg.augment
     mixup, cutmix = (stage.mixup, stage.cutmix) if stage else (aug.mixup_alpha, aug.cutmix_alpha)
-    if aug.randaug_layers == 0 and _choice(aug.auto_augment) == "none":
+    if aug.randaug_layers == 0 and choice_name(aug.auto_augment) == "none":
         return "no RandAugment / AutoAugment: the float resize is normalised unrounded"
     if aug.cutout_ratio > 0:
         return "data.augment.cutout_ratio fills in the normalised space"
@@ -98,20 +94,20 @@ class TrainTransform:
         self.uint8_out = uint8_out
         aug = data_cfg.augment
         self.size = image_size
-        self.crop = _choice(data_cfg.train_crop)
+        self.crop = choice_name(data_cfg.train_crop)
         self.area_range = tuple(float(v) for v in data_cfg.crop_scale)
         self.aspect_range = tuple(float(v) for v in data_cfg.crop_ratio)
         self.min_covered = float(data_cfg.crop_min_covered)
         self.attempts = int(data_cfg.crop_attempts)
-        self.fallback = _choice(data_cfg.crop_fallback)
-        self.interpolation = _choice(data_cfg.interpolation)
+        self.fallback = choice_name(data_cfg.crop_fallback)
+        self.interpolation = choice_name(data_cfg.interpolation)
         self.hflip_prob = float(data_cfg.hflip_prob)
-        self.fast_decode = _choice(data_cfg.decode) == "fast"
+        self.fast_decode = choice_name(data_cfg.decode) == "fast"
         self.randaug_layers = int(aug.randaug_layers)
         self.randaug_magnitude = float(stage.randaug if stage else aug.randaug_magnitude)
-        self.auto_augment = _choice(aug.auto_augment)
+        self.auto_augment = choice_name(aug.auto_augment)
         self.cutout_pad = int(image_size * aug.cutout_ratio) // 2
-        self.cutout_fill = _choice(aug.cutout_fill)
+        self.cutout_fill = choice_name(aug.cutout_fill)
         self.erasing_prob = float(aug.random_erasing_prob)
         self.normalise = _normalise(data_cfg)
 
@@ -201,9 +197,9 @@ class EvalTransform:
 
     def __init__(self, data_cfg: DataConfig, image_size: int) -> None:
         self.size = image_size
-        self.crop = _choice(data_cfg.eval_crop)
+        self.crop = choice_name(data_cfg.eval_crop)
         self.crop_pct = float(data_cfg.crop_pct)
-        self.interpolation = _choice(data_cfg.interpolation)
+        self.interpolation = choice_name(data_cfg.interpolation)
         self.normalise = _normalise(data_cfg)
 
     def settings(self) -> dict[str, Any]:

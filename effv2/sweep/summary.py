@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from effv2.config.schema import choice_name
 from effv2.launch import slurm
 from effv2.tracking.epoch_log import EpochLog
 
@@ -209,8 +210,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        best_key = config.train.checkpoint.best_metric
-        best_key = getattr(best_key, "name", str(best_key))
+        best_key = choice_name(config.train.checkpoint.best_metric)
         rows = write_summary(sweep_dir, best_key)
         failed = [row for row in rows if row["status"] != "completed"]
         log.info("sweep summary of %d jobs: %s", len(rows), sweep_dir / "summary.md")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from effv2.config.schema import AugmentConfig
+from effv2.config.schema import AugmentConfig, choice_name
 from effv2.progressive import Stage
 
 
@@ -21,7 +21,7 @@ class BatchMixer:
         self.cutmix_alpha = float(stage.cutmix if stage else augment.cutmix_alpha)
         self.mix_prob = float(augment.mix_prob)
         self.switch_prob = float(augment.switch_prob)
-        self.official = getattr(augment.mix_mode, "name", augment.mix_mode) == "official"
+        self.official = choice_name(augment.mix_mode) == "official"
         self.seed = seed
 
     @property
