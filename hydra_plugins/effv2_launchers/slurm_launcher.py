@@ -83,17 +83,18 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher if submitit_launcher else ob
     def _outcome(self, job: Any, number: int, overrides: list[str]) -> JobReturn:
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
-        job_dir = self._job_dir(number, overrides)
-        resumable = (job_dir / "checkpoints").is_dir()
-        command = shlex.join(["python", "run.py", *overrides, *([f"resume={job_dir}"] if resumable else [])])
-        then = f"{'continue it' if resumable else 'run it again'} with: {command}"
         try:
             return job.results()[0]
         except FailedJobError as exc:  # raised outside run.py's handling (e.g. while Hydra set the job up)
             lines = [line for line in str(exc).splitlines() if line.strip()]
-            error = f"SLURM job {job.job_id} raised {lines[-1].strip() if lines else 'an error'}; {then}"
+            how = f"raised {lines[-1].strip() if lines else 'an error'}"
         except UncompletedJobError:
-            error = f"SLURM job {job.job_id} ended {(job.state or 'UNKNOWN').split()[0]} before it finished; {then}"
+            how = f"ended {(job.state or 'UNKNOWN').split()[0]} before it finished"
+        # only a job that failed needs its folder (composing its config costs a config load)
+        job_dir = self._job_dir(number, overrides)
+        resumable = (job_dir / "checkpoints").is_dir()
+        command = shlex.join(["python", "run.py", *overrides, *([f"resume={job_dir}"] if resumable else [])])
+        error = f"SLURM job {job.job_id} {how}; {'continue it' if resumable else 'run it again'} with: {command}"
         log.error("error: job %d: %s", number, error)
         record_path = job_dir / JOB_RECORD
         if not record_path.is_file():  # a job that wrote its own record knows better how it ended
