@@ -8,41 +8,37 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from effv2.config.schema import RunConfig
 from effv2.data.sharding import BatchPlan
-from effv2.data.split import ImageSplit
 from effv2.errors import UserError
-from effv2.progressive import Stage
 
 log = logging.getLogger(__name__)
 
 
-def check_resumable(
-    path: Path, meta: dict[str, Any], cfg: RunConfig, schedule: list[Stage], plan: BatchPlan, split: ImageSplit
-) -> None:
+def check_resumable(path: Path, meta: dict[str, Any], identity: dict[str, Any], plan: BatchPlan) -> None:
     """Raise UserError where the checkpoint at ``path`` (its metadata ``meta``) cannot continue
-    as this run; log what continues differently."""
-    if meta.get("variant") != cfg.model.name or meta.get("num_classes") != cfg.model.num_classes:
+    as this run (its ``identity``, effv2.training.run_folder.run_identity, with batch ``plan``);
+    log what continues differently."""
+    if (meta.get("variant"), meta.get("num_classes")) != (identity["variant"], identity["num_classes"]):
         raise UserError(
             f"resume={str(path)!r} is a {meta.get('variant')}/{meta.get('num_classes')} classes run; "
-            f"this config trains {cfg.model.name}/{cfg.model.num_classes} classes"
+            f"this config trains {identity['variant']}/{identity['num_classes']} classes"
         )
-    if meta.get("schedule") != [stage.as_row() for stage in schedule]:
+    if meta.get("schedule") != identity["schedule"]:
         log.warning("resume: the progressive schedule differs from the one %s was trained with", path)
     _check_plan(path, meta, plan)
-    _check_same_data(path, meta, split)
+    _check_same_data(path, meta, identity)
 
 
-def _check_same_data(path: Path, meta: dict[str, Any], split: ImageSplit) -> None:
+def _check_same_data(path: Path, meta: dict[str, Any], identity: dict[str, Any]) -> None:
     """The epoch order is a permutation of the split's indices: another split (images added or
     removed, a pack that left images out) continues training, but not the original order."""
     images, fingerprint = meta.get("train_images"), meta.get("train_fingerprint")
-    if images is not None and images != split.num_images:
+    if images is not None and images != identity["train_images"]:
         log.warning(
             "resume: %s trained on %d images, the training split now holds %d: the epoch order and "
-            "the step count differ from the original run's from here on", path, images, split.num_images,
+            "the step count differ from the original run's from here on", path, images, identity["train_images"],
         )  # fmt: skip
-    elif fingerprint and fingerprint != split.fingerprint:
+    elif fingerprint and fingerprint != identity["train_fingerprint"]:
         log.warning("resume: the training split's listing (names or sizes) changed since %s was written", path)
 
 

@@ -127,7 +127,7 @@ class Trainer:
     def resume(self, resume: str) -> None:
         path = find_resume_checkpoint(resume)
         meta = restore_state(state_entries(self.step, self.net, self.shadow_net), path)
-        check_resumable(path, meta, self.cfg, self.schedule, self.plan, self.split)
+        check_resumable(path, meta, self.folder.identity, self.plan)
         progress = Progress.from_meta(meta)
         if progress.evaluated:
             progress.next_epoch()
