@@ -14,9 +14,11 @@ from effv2.config.schema import REGULARISERS, RunConfig
 from effv2.models.variants import resolved_drop_rate
 
 
-# each ramps between progressive.<name>_min and progressive.<name>_max
 @dataclass(frozen=True)
 class Stage:
+    """One stage's epochs, image size and regulariser strengths (effv2.config.schema.REGULARISERS,
+    each ramped between progressive.<name>_min and _max)."""
+
     index: int  # 0-based
     first_epoch: int  # 1-based, inclusive
     last_epoch: int

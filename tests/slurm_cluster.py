@@ -31,8 +31,9 @@ def missing() -> str | None:
     """Why no cluster can run here, or None."""
     if os.geteuid() != 0:
         return "the SLURM tests start munged, slurmctld and slurmd and need root"
-    if netns.missing():
-        return netns.missing()
+    hosts_missing = netns.missing()
+    if hosts_missing:
+        return hosts_missing
     absent = [name for name in (*PROGRAMS, "sbatch", "scontrol") if shutil.which(name) is None]
     if absent:
         return (f"SLURM is not installed ({', '.join(absent)} missing: "
