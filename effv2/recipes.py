@@ -44,12 +44,14 @@ def _values(numbers: list[float]) -> str:
 def recipe_row(name: str, cfg: DictConfig) -> dict[str, str]:
     """One preset's recipe; staged values are listed per stage (progressive learning)."""
     from effv2.progressive import build_schedule
+    from effv2.step_plan import build_step_plan
 
     data, aug, train = cfg.data, cfg.data.augment, cfg.train
-    stages = build_schedule(cfg)
+    # the stages' values do not depend on the image count: one step per epoch will do
+    stages = build_schedule(cfg, build_step_plan(train, global_batch(cfg), global_batch(cfg)))
     parts = []
     if aug.randaug_layers > 0:
-        parts.append(f"RandAugment {aug.randaug_layers} x ({_values([s.randaug for s in stages])})")
+        parts.append(f"RandAugment {aug.randaug_layers} x ({_values([s['randaug'] for s in stages])})")
     if choice_name(aug.auto_augment) != "none":
         parts.append(f"AutoAugment {choice_name(aug.auto_augment)}")
     if aug.cutout_ratio > 0:
@@ -59,12 +61,14 @@ def recipe_row(name: str, cfg: DictConfig) -> dict[str, str]:
         "train px per stage": _values([s.image_size for s in stages]),
         "eval px": f"{data.eval_size} ({choice_name(data.eval_crop)})",
         "augmentation": ", ".join(parts) or "-",
-        "mixup / cutmix": f"{_values([s.mixup for s in stages])} / {_values([s.cutmix for s in stages])}",
-        "dropout": _values([s.dropout for s in stages]),
+        "mixup / cutmix": f"{_values([s['mixup'] for s in stages])} / {_values([s['cutmix'] for s in stages])}",
+        "dropout": _values([s["dropout"] for s in stages]),
         "drop path": f"{cfg.model.drop_path_rate:g}",
         "lr / 256": f"{cfg.optimizer.lr:g} {choice_name(cfg.scheduler.name)}",
         "batch": str(global_batch(cfg)),
         "epochs": str(train.epochs),
+        "steps": choice_name(train.step_counting).replace("_", " ")
+        + (f", >= {train.min_steps}" if train.min_steps else ""),
         "EMA": f"{train.ema.decay:g}" if train.ema.enabled else "-",
         "clip": "-" if train.clip_grad_norm is None else f"{train.clip_grad_norm:g}",
     }

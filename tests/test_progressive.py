@@ -23,6 +23,7 @@ from effv2.config import register_configs
 from effv2.config.validate import validate
 from effv2.errors import UserError
 from effv2.progressive import build_schedule
+from effv2.step_plan import build_step_plan
 
 register_configs()
 
@@ -32,8 +33,8 @@ def _schedule(*overrides: str) -> list[tuple]:
         cfg = compose(config_name="config", overrides=list(overrides))
     validate(cfg)  # what run.py checks before training; build_schedule trusts it
     return [
-        (s.first_epoch, s.last_epoch, s.image_size, round(s.dropout, 4), round(s.randaug, 4), round(s.mixup, 4))
-        for s in build_schedule(cfg)
+        (s.first_epoch, s.last_epoch, s.image_size, *(round(s[name], 4) for name in ("dropout", "randaug", "mixup")))
+        for s in build_schedule(cfg, build_step_plan(cfg.train, 1, 1))  # one step per epoch
     ]
 
 

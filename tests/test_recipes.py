@@ -25,6 +25,11 @@ IN1K = {
     "scheduler.decay_epochs": (2.4, "hparams.py: train.lr_decay_epoch"),
     "global_batch": (4096, "hparams.py: train.batch_size"),
     "train.epochs": (350, "datasets.py ImageNet: train.epochs"),
+    "train.step_counting": (
+        "official",
+        "main.py: steps_per_epoch=num_train_images / batch_size; max_steps=int(ratio * train_steps)",
+    ),
+    "train.min_steps": (0, "hparams.py: train.min_steps"),
     "train.label_smoothing": (0.1, "datasets.py ImageNet: train.label_smoothing"),
     "train.clip_grad_norm": (None, "hparams.py: train.gclip 0"),
     "train.ema.enabled": (True, "hparams.py: train.ema_decay > 0"),
@@ -94,6 +99,8 @@ IN21K = {
     "scheduler.min_lr": (0.0, "hparams.py: train.lr_min"),
     "global_batch": (4096, "hparams.py: train.batch_size"),
     "train.epochs": (60, "datasets.py ImageNet21k: train.epochs"),
+    "train.step_counting": ("official", "main.py: steps_per_epoch=num_train_images / batch_size"),
+    "train.min_steps": (0, "hparams.py: train.min_steps"),
     "train.label_smoothing": (0.0, "datasets.py ImageNet21k: train.label_smoothing"),
     "train.clip_grad_norm": (None, "hparams.py: train.gclip 0"),
     "train.ema.decay": (0.9999, "hparams.py: train.ema_decay"),
@@ -119,6 +126,8 @@ FINETUNE = {
     "scheduler.warmup_epochs": (1.0, "datasets.py ImagenetFt: train.lr_warmup_epoch"),
     "global_batch": (512, "datasets.py ImagenetFt: train.batch_size"),
     "train.epochs": (15, "datasets.py ImagenetFt: train.epochs"),
+    "train.step_counting": ("official", "main.py: steps_per_epoch=num_train_images / batch_size"),
+    "train.min_steps": (10_000, "datasets.py ImagenetFt: train.min_steps (main.py: max(min_steps, epochs * N // B))"),
     "train.label_smoothing": (0.1, "datasets.py ImagenetFt: train.label_smoothing"),
     "train.clip_grad_norm": (None, "hparams.py: train.gclip 0"),
     "train.ema.enabled": (True, "datasets.py ImagenetFt: train.ema_decay > 0"),
@@ -223,7 +232,8 @@ FAMILIES = {
     "effnetv2_l_in1k": ("progressive.stages=2", "progressive.min_size=16"),  # RandAugment, official mixing
     "effnetv2_b0_in1k": ("progressive.stages=2", "progressive.min_size=16"),  # V1 preprocessing, AutoAugment
     "effnetv2_s_in21k": (),
-    "effnetv2_s_finetune_official": ("model.pretrained={pretrained}",),
+    # its min_steps=10000 would make 2 epochs of 80 images 2000 epochs (tests/test_step_plan.py)
+    "effnetv2_s_finetune_official": ("model.pretrained={pretrained}", "train.min_steps=0"),
     "effnetv2_s_finetune": ("model.pretrained={pretrained}",),
 }
 

@@ -38,14 +38,14 @@ def _sched(name: str, warmup_epochs: float = 0.0, **kw) -> SimpleNamespace:
 
 # ---- schedules ------------------------------------------------------------------------------
 def test_constant_with_linear_warmup_from_zero() -> None:
-    lrs = learning_rates(_sched("constant", warmup_epochs=1), 0.1, steps_per_epoch=10, epochs=3)
+    lrs = learning_rates(_sched("constant", warmup_epochs=1), 0.1, steps_per_epoch=10, total_steps=30)
     assert len(lrs) == 30
     np.testing.assert_allclose(lrs[:10], 0.1 * np.arange(10) / 10, rtol=1e-6)
     np.testing.assert_allclose(lrs[10:], 0.1)
 
 
 def test_cosine_with_floor() -> None:
-    lrs = learning_rates(_sched("cosine", min_lr=0.01), 1.0, steps_per_epoch=4, epochs=5)
+    lrs = learning_rates(_sched("cosine", min_lr=0.01), 1.0, steps_per_epoch=4, total_steps=20)
     for step in (0, 7, 10, 19):
         expected = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / 20))
         assert lrs[step] == pytest.approx(expected, rel=1e-6)
@@ -53,7 +53,7 @@ def test_cosine_with_floor() -> None:
 
 
 def test_official_exponential_decay() -> None:
-    lrs = learning_rates(_sched("exponential", decay_rate=0.97, decay_epochs=2.4, warmup_epochs=5), 0.016, 10, 20)
+    lrs = learning_rates(_sched("exponential", decay_rate=0.97, decay_epochs=2.4, warmup_epochs=5), 0.016, 10, 200)
     # warmup: linear from 0 over 5 epochs; then 0.016 * 0.97 ** floor(step / 24) on the global step
     assert lrs[25] == pytest.approx(0.016 * 25 / 50, rel=1e-6)
     for step in (50, 71, 72, 199):
@@ -61,7 +61,7 @@ def test_official_exponential_decay() -> None:
 
 
 def test_multistep() -> None:
-    lrs = learning_rates(_sched("multistep", milestones=[2, 4], gamma=0.1), 1.0, 5, 6)
+    lrs = learning_rates(_sched("multistep", milestones=[2, 4], gamma=0.1), 1.0, 5, 30)
     assert [lrs[i] for i in (0, 9, 10, 19, 20, 29)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01], rel=1e-6)
 
 

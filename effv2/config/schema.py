@@ -138,6 +138,16 @@ class BadImagePolicy(Enum):
     error = "error"
 
 
+class StepCounting(Enum):
+    # each epoch N // global batch steps, the remainder dropped; stages and schedules switch at
+    # epoch ends (the seed's MindSpore scripts, timm, mindcv)
+    whole_epochs = "whole_epochs"
+    # google/automl efficientnetv2/main.py: N / global batch steps per epoch as a float, one
+    # continuous stream of shuffled epochs, max(min_steps, epochs x N // batch) steps in all,
+    # stage k ending at step int((k + 1) / M x steps)
+    official = "official"
+
+
 class ProgressiveFormula(Enum):
     paper = "paper"
     official_code = "official_code"
@@ -366,14 +376,27 @@ class HardwareConfig:
     rank_table: Optional[str] = None
 
 
-# the regularisers progressive learning ramps (progressive.<name>_min / _max), in the order the
-# schedule and its errors list them, with the values each accepts: (lowest, highest, highest
-# excluded); a dropout rate of 1 drops everything
-REGULARISERS: dict[str, tuple[float, float, bool]] = {
-    "dropout": (0.0, 1.0, True),
-    "randaug": (0.0, inf, False),
-    "mixup": (0.0, inf, False),
-    "cutmix": (0.0, inf, False),
+@dataclass(frozen=True)
+class Regulariser:
+    """A regulariser progressive learning can ramp (progressive.<name>_min / _max)."""
+
+    fixed: str  # the config key of its value where it is not ramped
+    label: str  # its name in the schedule and stage log lines
+    decimals: int  # how the log prints it
+    lowest: float  # the values it accepts, [lowest, highest] (highest excluded where highest_open)
+    highest: float
+    highest_open: bool = False
+
+
+# the one table of staged regularisers, in the order the schedule and its errors list them:
+# progressive.build_schedule ramps each, its Stage carries it, the logs print it, validate
+# checks its range; a dropout rate of 1 drops everything. model.drop_rate null is the variant's
+# own rate (effv2.models.variants.resolved_drop_rate)
+REGULARISERS: dict[str, Regulariser] = {
+    "dropout": Regulariser("model.drop_rate", "dropout", 3, 0.0, 1.0, highest_open=True),
+    "randaug": Regulariser("data.augment.randaug_magnitude", "RandAugment magnitude", 2, 0.0, inf),
+    "mixup": Regulariser("data.augment.mixup_alpha", "mixup", 3, 0.0, inf),
+    "cutmix": Regulariser("data.augment.cutmix_alpha", "cutmix", 3, 0.0, inf),
 }
 
 
@@ -441,6 +464,11 @@ class TrainConfig:
     clip_grad_norm: Optional[float] = None
     # micro-batches per optimizer step; the global batch is batch * devices * accumulation
     accumulation_steps: int = 1
+    # how epochs map to optimizer steps (StepCounting)
+    step_counting: StepCounting = StepCounting.whole_epochs
+    # train at least this many optimizer steps, epochs or not (main.py train.min_steps; the
+    # official fine-tunes use 10000); whole_epochs rounds it up to whole epochs
+    min_steps: int = 0
     loss_scale: LossScaleConfig = field(default_factory=LossScaleConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

@@ -47,6 +47,8 @@ def validate(cfg: RunConfig) -> None:
         require_positive("train.epochs", cfg.train.epochs)
         require_positive("train.accumulation_steps", cfg.train.accumulation_steps)
         require_positive("train.eval_interval", cfg.train.eval_interval)
+        if cfg.train.min_steps < 0:
+            raise UserError(f"train.min_steps={cfg.train.min_steps} must be >= 0 (0: epochs alone decide)")
         best = choice_name(cfg.train.checkpoint.best_metric)
         if best.startswith("ema_") and not cfg.train.ema.enabled:
             raise UserError(f"train.checkpoint.best_metric={best} needs train.ema.enabled=true")
@@ -120,13 +122,16 @@ def _progressive(cfg: RunConfig) -> None:
             f"progressive.min_size={prog.min_size} exceeds progressive.max_size={prog.max_size}; "
             "set progressive.min_size (the released code uses half the training size)"
         )
-    for name, (lowest, highest, high_open) in REGULARISERS.items():
+    for name, regulariser in REGULARISERS.items():
         low, high = prog[f"{name}_min"], prog[f"{name}_max"]
         if (low is None) != (high is None):
             raise UserError(f"set both progressive.{name}_min and progressive.{name}_max, or neither ({low}, {high})")
         if low is not None:
             for end, value in (("min", low), ("max", high)):
-                require_within(f"progressive.{name}_{end}", value, lowest, highest, high_open=high_open)
+                require_within(
+                    f"progressive.{name}_{end}", value, regulariser.lowest, regulariser.highest,
+                    high_open=regulariser.highest_open,
+                )  # fmt: skip
     if prog.randaug_min is not None and cfg.data.augment.randaug_layers <= 0:
         raise UserError(
             f"progressive.randaug_min/max ramp RandAugment, but data.augment.randaug_layers="

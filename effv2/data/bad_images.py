@@ -55,21 +55,24 @@ def _read(split: ImageSplit, index: int) -> np.ndarray:
 
 class SubstitutingTrain:
     """(encoded, label, index) -> (image, label, replaced = [bad index, substitute] or [-1, -1])
-    through ``transform(encoded, key)`` with key [seed, epoch, index]; a bad image is replaced by
+    through ``transform(encoded, key)`` with key [seed, epoch, index] (``epoch`` None: each row
+    brings its own, the pass of effv2.step_plan, as a fourth column); a bad image is replaced by
     its substitute (see the module). With ``policy`` error, or when none of the MAX_SEARCH images
     after it decodes, the row is blank and ``replaced`` = [bad index, NO_SUBSTITUTE]: the main
     process stops the run with one line (BadImageLog.report); a worker never raises for data."""
 
     def __init__(self, transform: Callable[[np.ndarray, np.ndarray], np.ndarray], split: ImageSplit,
-                 seed: int, epoch: int, policy: str) -> None:  # fmt: skip
+                 seed: int, epoch: int | None, policy: str) -> None:  # fmt: skip
         self.transform = transform
         self.split = split
         self.seed, self.epoch = seed, epoch
         self.search = policy == "skip" and split.read is not None  # packed shards: only images that decoded
 
-    def __call__(self, encoded: np.ndarray, label: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, ...]:
+    def __call__(
+        self, encoded: np.ndarray, label: np.ndarray, index: np.ndarray, epoch: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ...]:
         bad = int(index)
-        key = np.array([self.seed, self.epoch, bad], np.int64)
+        key = np.array([self.seed, self.epoch if epoch is None else int(epoch), bad], np.int64)
         try:
             return self.transform(encoded, key), label, np.array(NOT_REPLACED, np.int64)
         except BadImage:

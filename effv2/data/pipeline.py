@@ -88,12 +88,12 @@ def resolve_worker_kind(kind: WorkerKind | str) -> str:
 
 
 def _map(dataset: ds.Dataset, transform: Callable, output_columns: list[str], workers: int,
-         kind: WorkerKind) -> ds.Dataset:  # fmt: skip
+         kind: WorkerKind, input_columns: list[str] = ROW_COLUMNS) -> ds.Dataset:  # fmt: skip
     """The per-image transform of the (image, label, index) rows on ``workers`` threads or
     processes (MindSpore's process pool with shared memory); the result is the same bits either
     way, as every random choice is keyed."""
     return dataset.map(
-        transform, input_columns=ROW_COLUMNS, output_columns=output_columns, num_parallel_workers=workers,
+        transform, input_columns=input_columns, output_columns=output_columns, num_parallel_workers=workers,
         python_multiprocessing=resolve_worker_kind(kind) == "process",
     )  # fmt: skip
 
@@ -184,13 +184,56 @@ def train_epoch(
     per row, [-1, -1] where the image decoded (effv2.data.bad_images). ``record_to``: a text file
     that receives the path of every image as it is read; ``uint8_out``: uint8 NHWC batches, not
     normalised (the compiled step normalises them: effv2.training.step.DeviceNormalise)."""
+    return train_stream(data_cfg, split, [(epoch, indices)], workers, image_size, record_to, seed, uint8_out, stage)
+
+
+def train_stream(
+    data_cfg: DataConfig,
+    split: ImageSplit,
+    runs: list[tuple[int, np.ndarray]],
+    workers: int,
+    image_size: int | None = None,
+    record_to: Path | None = None,
+    seed: int = 0,
+    uint8_out: bool = False,
+    stage: Stage | None = None,
+) -> ds.Dataset:
+    """:func:`train_epoch` over runs of (pass, indices) end to end, each run's transforms keyed by
+    its pass: a batch may hold the end of one pass and the start of the next
+    (train.step_counting=official, effv2.step_plan)."""
     image_size = data_cfg.train_size if image_size is None else image_size
-    transform = SubstitutingTrain(
-        TrainTransform(data_cfg, image_size, uint8_out, stage), split, seed, epoch, data_cfg.on_bad_image.value
-    )
-    rows = _rows(split, [int(i) for i in indices], record_to)
-    dataset = _map(rows, transform, ["image", "label", "replaced"], workers, data_cfg.worker_kind)
-    return dataset.batch(data_cfg.batch_size, drop_remainder=True)
+    train = TrainTransform(data_cfg, image_size, uint8_out, stage)
+    policy = data_cfg.on_bad_image.value
+    if len(runs) == 1:  # one pass: its key is a constant, no column needed
+        pass_number, indices = runs[0]
+        rows = _rows(split, [int(i) for i in indices], record_to)
+        transform = SubstitutingTrain(train, split, seed, pass_number, policy)
+        mapped = _map(rows, transform, ["image", "label", "replaced"], workers, data_cfg.worker_kind)
+    else:  # each row carries its pass; the rows are recorded once joined, in training order
+        parts = [
+            _rows(split, [int(i) for i in indices]).map(
+                _WithPass(pass_number), input_columns=["index"], output_columns=["index", "pass"]
+            )
+            for pass_number, indices in runs
+        ]
+        rows = parts[0].concat(parts[1:])
+        if record_to is not None:
+            rows = rows.map(_ReadRecord(split, record_to), input_columns=["index"], num_parallel_workers=1)
+        transform = SubstitutingTrain(train, split, seed, None, policy)
+        mapped = _map(
+            rows, transform, ["image", "label", "replaced"], workers, data_cfg.worker_kind, [*ROW_COLUMNS, "pass"]
+        )
+    return mapped.batch(data_cfg.batch_size, drop_remainder=True)
+
+
+class _WithPass:
+    """index -> (index, pass): the pass that keys the row's augmentation (effv2.step_plan)."""
+
+    def __init__(self, pass_number: int) -> None:
+        self.pass_number = np.array(pass_number, np.int64)
+
+    def __call__(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return index, self.pass_number
 
 
 def build_eval_split(

@@ -68,7 +68,7 @@ def device_normalise_blocker(data_cfg: DataConfig, stage: Stage | None = None) -
     uint8 (RandAugment / AutoAugment's output) and nothing after it works on normalised floats:
     then the compiled step can normalise it, bit for bit."""
     aug = data_cfg.augment
-    mixup, cutmix = (stage.mixup, stage.cutmix) if stage else (aug.mixup_alpha, aug.cutmix_alpha)
+    mixup, cutmix = (stage["mixup"], stage["cutmix"]) if stage else (aug.mixup_alpha, aug.cutmix_alpha)
     if aug.randaug_layers == 0 and choice_name(aug.auto_augment) == "none":
         return "no RandAugment / AutoAugment: the float resize is normalised unrounded"
     if aug.cutout_ratio > 0:
@@ -104,7 +104,7 @@ class TrainTransform:
         self.hflip_prob = float(data_cfg.hflip_prob)
         self.fast_decode = choice_name(data_cfg.decode) == "fast"
         self.randaug_layers = int(aug.randaug_layers)
-        self.randaug_magnitude = float(stage.randaug if stage else aug.randaug_magnitude)
+        self.randaug_magnitude = float(stage["randaug"] if stage else aug.randaug_magnitude)
         self.auto_augment = choice_name(aug.auto_augment)
         self.cutout_pad = int(image_size * aug.cutout_ratio) // 2
         self.cutout_fill = choice_name(aug.cutout_fill)

@@ -26,7 +26,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn
 
 from effv2.models.blocks import AdjustableDropout, ConvBNAct, FusedMBConv, MBConv
-from effv2.models.variants import VariantSpec
+from effv2.models.variants import VariantSpec, drop_rate_of
 
 
 class EfficientNetV2(nn.Cell):
@@ -72,9 +72,7 @@ class EfficientNetV2(nn.Cell):
         self.blocks = nn.CellList(blocks)
         self.num_features = spec.round_channels(spec.head_channels)
         self.head = ConvBNAct(spec.round_channels(spec.stages[-1].out_channels), self.num_features, 1, **bn)
-        self.dropout = AdjustableDropout(
-            spec.dropout if drop_rate is None else drop_rate, _salt(noise_seed, total_blocks)
-        )
+        self.dropout = AdjustableDropout(drop_rate_of(spec, drop_rate), _salt(noise_seed, total_blocks))
         self.num_classes = num_classes
         self.classifier = nn.Dense(self.num_features, num_classes)
         self.rng_step = Parameter(Tensor(np.zeros((1,), np.int64)), name="rng_step", requires_grad=False)

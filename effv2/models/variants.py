@@ -145,11 +145,15 @@ MICRO = VariantSpec(
 )  # fmt: skip
 
 
+def drop_rate_of(spec: VariantSpec, drop_rate: float | None) -> float:
+    """The head dropout rate: ``drop_rate``, or where it is None the variant's own (the official
+    per-variant value). The one place this default is decided."""
+    return spec.dropout if drop_rate is None else float(drop_rate)
+
+
 def resolved_drop_rate(model_cfg: object) -> float:
-    """The head dropout a ``model`` config trains with: ``model.drop_rate``, or where it is null the
-    variant's own (the official per-variant value). The one place this default is decided."""
-    drop_rate = model_cfg.drop_rate  # type: ignore[attr-defined]
-    return get_variant(model_cfg.name).dropout if drop_rate is None else float(drop_rate)  # type: ignore[attr-defined]
+    """The head dropout a ``model`` config trains with (model.drop_rate null: the variant's own)."""
+    return drop_rate_of(get_variant(model_cfg.name), model_cfg.drop_rate)  # type: ignore[attr-defined]
 
 
 def get_variant(name: str) -> VariantSpec:

@@ -17,8 +17,8 @@ from effv2.progressive import Stage
 class BatchMixer:
     def __init__(self, augment: AugmentConfig, seed: int, stage: Stage | None = None) -> None:
         """Strengths from progressive learning's ``stage`` where given, else from ``augment``."""
-        self.mixup_alpha = float(stage.mixup if stage else augment.mixup_alpha)
-        self.cutmix_alpha = float(stage.cutmix if stage else augment.cutmix_alpha)
+        self.mixup_alpha = float(stage["mixup"] if stage else augment.mixup_alpha)
+        self.cutmix_alpha = float(stage["cutmix"] if stage else augment.cutmix_alpha)
         self.mix_prob = float(augment.mix_prob)
         self.switch_prob = float(augment.switch_prob)
         self.official = choice_name(augment.mix_mode) == "official"

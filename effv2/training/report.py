@@ -6,7 +6,8 @@ from typing import Any
 
 from effv2.config.schema import RunConfig
 from effv2.data.sharding import BatchPlan
-from effv2.progressive import Stage, format_schedule
+from effv2.progressive import Stage, format_schedule, stage_values
+from effv2.step_plan import StepPlan
 
 
 def schedule_lines(cfg: RunConfig, schedule: list[Stage]) -> str:
@@ -16,25 +17,28 @@ def schedule_lines(cfg: RunConfig, schedule: list[Stage]) -> str:
     )
 
 
-def plan_line(
-    cfg: RunConfig, plan: BatchPlan, steps_per_epoch: int, base_lr: float, train_images: int, val_images: int
-) -> str:
+def plan_line(cfg: RunConfig, plan: BatchPlan, steps: StepPlan, base_lr: float, val_images: int) -> str:
     train = cfg.train
+    if steps.continuous:
+        per_epoch = f"{steps.total_steps} steps, {steps.describe()}"
+        images = "none dropped"
+    else:
+        per_epoch = f"x {int(steps.steps_per_epoch)} steps"
+        trained = int(steps.steps_per_epoch) * plan.global_batch
+        images = f"{trained} trained and {steps.dropped_per_epoch()} dropped per epoch"
     return (
-        f"training {train.epochs} epochs x {steps_per_epoch} steps (batch {plan.describe()}), {cfg.optimizer.name} "
+        f"training {steps.epochs} epochs {per_epoch} (batch {plan.describe()}), {cfg.optimizer.name} "
         f"lr {base_lr:.3g} ({cfg.optimizer.lr:.3g} per 256 images), amp {cfg.hardware.amp_level}, loss scale "
-        f"{train.loss_scale.kind.name}, EMA {train.ema.decay if train.ema.enabled else 'off'}; {train_images} train "
-        f"/ {val_images} val images, {steps_per_epoch * plan.global_batch} trained and "
-        f"{plan.dropped(train_images)} dropped per epoch"
+        f"{train.loss_scale.kind.name}, EMA {train.ema.decay if train.ema.enabled else 'off'}; {steps.num_images} "
+        f"train / {val_images} val images, {images}"
     )
 
 
-def stage_line(stage: Stage, stages: int, randaug_on: bool) -> str:
-    return (
-        f"stage {stage.index + 1}/{stages} (epochs {stage.first_epoch}-{stage.last_epoch}): image size "
-        f"{stage.image_size}, dropout {stage.dropout:.3f}, RandAugment magnitude "
-        f"{f'{stage.randaug:.2f}' if randaug_on else 'off'}, mixup {stage.mixup:.3f}, cutmix {stage.cutmix:.3f}"
-    )
+def stage_line(stage: Stage, stages: int, randaug_on: bool, steps: StepPlan) -> str:
+    span = f"epochs {stage.first_epoch}-{stage.last_epoch}"
+    if steps.continuous:  # stages switch at steps, possibly inside an epoch
+        span = f"steps {stage.first_step}-{stage.end_step - 1}, in {span}"
+    return f"stage {stage.index + 1}/{stages} ({span}): {stage_values(stage, randaug_on)}"
 
 
 def epoch_line(row: dict[str, Any], epochs: int, world_size: int) -> str:

@@ -23,6 +23,13 @@ def check_resumable(path: Path, meta: dict[str, Any], identity: dict[str, Any], 
             f"resume={str(path)!r} is a {meta.get('variant')}/{meta.get('num_classes')} classes run; "
             f"this config trains {identity['variant']}/{identity['num_classes']} classes"
         )
+    counted = meta.get("steps", {}).get("counting", "whole_epochs")  # older checkpoints: whole epochs
+    if counted != identity["steps"]["counting"]:
+        raise UserError(
+            f"resume={str(path)!r} counted its steps with train.step_counting={counted}; this run uses "
+            f"{identity['steps']['counting']}, which maps epochs to other steps and images: set "
+            f"train.step_counting={counted}"
+        )
     if meta.get("schedule") != identity["schedule"]:
         log.warning("resume: the progressive schedule differs from the one %s was trained with", path)
     _check_plan(path, meta, plan)

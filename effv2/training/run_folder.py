@@ -27,6 +27,7 @@ from effv2.data.sharding import BatchPlan
 from effv2.data.split import ImageSplit
 from effv2.errors import UserError
 from effv2.progressive import Stage
+from effv2.step_plan import StepPlan
 
 
 @dataclass
@@ -85,9 +86,11 @@ def find_resume_checkpoint(resume: str) -> Path:
     return max(candidates, key=position)
 
 
-def run_identity(cfg: RunConfig, split: ImageSplit, schedule: list[Stage], plan: BatchPlan) -> dict[str, Any]:
+def run_identity(
+    cfg: RunConfig, split: ImageSplit, schedule: list[Stage], plan: BatchPlan, steps: StepPlan
+) -> dict[str, Any]:
     """What every checkpoint of the run says it is: model, classes, training split, eval size,
-    schedule and batch plan (what a resume checks, effv2.training.resume)."""
+    schedule, batch plan and step counting (what a resume checks, effv2.training.resume)."""
     return {
         "variant": cfg.model.name,
         "num_classes": cfg.model.num_classes,
@@ -102,6 +105,7 @@ def run_identity(cfg: RunConfig, split: ImageSplit, schedule: list[Stage], plan:
             "accumulation": plan.accumulation,
             "global_batch": plan.global_batch,
         },
+        "steps": {"counting": steps.counting.value, "total_steps": steps.total_steps, "epochs": steps.epochs},
     }
 
 

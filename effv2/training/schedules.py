@@ -21,7 +21,9 @@ from effv2.config.schema import SchedulerConfig
 from effv2.errors import UserError
 
 
-def _multistep(cfg: SchedulerConfig, base_lr: float, step: np.ndarray, steps_per_epoch: int, total: int) -> np.ndarray:
+def _multistep(
+    cfg: SchedulerConfig, base_lr: float, step: np.ndarray, steps_per_epoch: float, total: float
+) -> np.ndarray:
     epoch = step / steps_per_epoch
     passed = (epoch[:, None] >= np.asarray(list(cfg.milestones), dtype=np.float64)[None, :]).sum(axis=1)
     return base_lr * cfg.gamma**passed
@@ -40,17 +42,22 @@ DECAYS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def _decayed(cfg: SchedulerConfig, base_lr: float, step: np.ndarray, steps_per_epoch: int, total: int) -> np.ndarray:
+def _decayed(
+    cfg: SchedulerConfig, base_lr: float, step: np.ndarray, steps_per_epoch: float, total: float
+) -> np.ndarray:
     if cfg.name not in DECAYS:
         raise UserError(f"scheduler.name={cfg.name!r} is unknown; accepted: {', '.join(DECAYS)}")
     return DECAYS[cfg.name](cfg, base_lr, step, steps_per_epoch, total)
 
 
-def learning_rates(cfg: SchedulerConfig, base_lr: float, steps_per_epoch: int, epochs: int) -> np.ndarray:
-    """The learning rate of every optimizer step of the run, as float32."""
-    total = steps_per_epoch * epochs
-    step = np.arange(total, dtype=np.float64)
-    lrs = _decayed(cfg, base_lr, step, steps_per_epoch, total)
+def learning_rates(
+    cfg: SchedulerConfig, base_lr: float, steps_per_epoch: float, total_steps: int, decay_steps: float | None = None
+) -> np.ndarray:
+    """The learning rate of each of the run's ``total_steps`` optimizer steps, as float32.
+    ``steps_per_epoch`` may be fractional (train.step_counting=official); ``decay_steps``: the
+    steps a cosine spans (default ``total_steps``; officially model_fn's float train_steps)."""
+    step = np.arange(total_steps, dtype=np.float64)
+    lrs = _decayed(cfg, base_lr, step, steps_per_epoch, total_steps if decay_steps is None else decay_steps)
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)  # truncated, as utils.py does
     if warmup_steps > 0:
         ramp = cfg.warmup_lr + (base_lr - cfg.warmup_lr) * step / warmup_steps

@@ -17,11 +17,12 @@ from tqdm import tqdm
 
 from effv2.checkpoints import BEST, LAST, RECOVERY, model_entries, restore_state, state_entries
 from effv2.config.schema import RunConfig
-from effv2.data.pipeline import train_epoch
+from effv2.data.pipeline import train_stream
 from effv2.data.sharding import epoch_order
 from effv2.errors import Interrupted, UserError
 from effv2.launch import ranks, slurm
 from effv2.progressive import Stage, build_schedule, stage_of
+from effv2.step_plan import build_step_plan, runs_of
 from effv2.tracking.base import ResumePoint, RunStatus
 from effv2.tracking.build import build_loggers
 from effv2.tracking.epoch_log import write_json
@@ -50,7 +51,6 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = run_dir
         train = cfg.train
-        self.schedule = build_schedule(cfg)
         setup.seed_everything(cfg.seed)
         self.workers = cfg.hardware.num_workers
         self.ranks = ranks.current()
@@ -59,37 +59,37 @@ class Trainer:
         data = setup.open_data(cfg, run_dir, self.ranks)
         self.split, self.val_data, self.bad_images, self.plan = data.split, data.val_data, data.bad_images, data.plan
         self.accumulation = train.accumulation_steps
-        self.steps_per_epoch = self.plan.steps_per_epoch(self.split.num_images)
-        self.micro_per_epoch = self.steps_per_epoch * self.accumulation  # per rank
         self.global_batch = self.plan.global_batch
+        self.steps = build_step_plan(train, self.split.num_images, self.global_batch)
+        self.schedule = build_schedule(cfg, self.steps)
         base_lr = scaled_lr(cfg.optimizer, self.global_batch)
-        self.lrs = learning_rates(cfg.scheduler, base_lr, self.steps_per_epoch, train.epochs)
+        steps = self.steps
+        self.lrs = learning_rates(cfg.scheduler, base_lr, steps.steps_per_epoch, steps.total_steps, steps.decay_steps)
 
         built = setup.build(cfg, run_dir, self.schedule, self.lrs, self.world_size, self.ranks.distributed)
         self.net, self.ema, self.step, self.shadow_net = built.net, built.ema, built.step, built.shadow_net
         self.device_normalise = built.device_normalise
-        self.stage: Stage | None = None  # set by _enter_stage at the first epoch
+        self.stage: Stage | None = None  # set by _enter_stage at the first step
         self.mixer = BatchMixer(cfg.data.augment, cfg.seed)
         self.progress = Progress()
-        self.folder = RunFolder(run_dir, run_identity(cfg, self.split, self.schedule, self.plan), writer=self.main)
+        identity = run_identity(cfg, self.split, self.schedule, self.plan, self.steps)
+        self.folder = RunFolder(run_dir, identity, writer=self.main)
         self.loggers = build_loggers(cfg, run_dir, writer=self.main)
         self.stop = StopRequests()
         if len(self.schedule) > 1:
             log.info(report.schedule_lines(cfg, self.schedule))
-        log.info(report.plan_line(cfg, self.plan, self.steps_per_epoch, base_lr, self.split.num_images,
-                                  self.val_data.split.num_images))  # fmt: skip
+        log.info(report.plan_line(cfg, self.plan, self.steps, base_lr, self.val_data.split.num_images))
 
-    def _enter_stage(self, epoch: int) -> None:
-        """Switch data pipeline, dropout and mixing to the stage of ``epoch`` when it changes.
-        Compiled graphs are cached per input shape, so only a new image size compiles."""
-        stage = stage_of(self.schedule, epoch)
+    def _enter_stage(self, stage: Stage) -> None:
+        """Switch dropout and mixing to ``stage`` when it changes (the data pipeline of each stage
+        is its own). Compiled graphs are cached per input shape, so only a new image size compiles."""
         if stage == self.stage:
             return
         self.stage = stage
-        self.net.dropout.set_rate(stage.dropout)
+        self.net.dropout.set_rate(stage["dropout"])
         self.mixer = BatchMixer(self.cfg.data.augment, self.cfg.seed, stage)
         if len(self.schedule) > 1:
-            log.info(report.stage_line(stage, len(self.schedule), self.cfg.data.augment.randaug_layers > 0))
+            log.info(report.stage_line(stage, len(self.schedule), self.cfg.data.augment.randaug_layers > 0, self.steps))
 
     # ---- checkpoints (layout and metadata: effv2.training.run_folder) -------------------
     def _meta(self, metrics: dict[str, float] | None = None, **extra: Any) -> dict[str, Any]:
@@ -136,86 +136,98 @@ class Trainer:
         self.progress = progress
         log.info("resumed from %s at epoch %d, %d steps done", path, progress.epoch, progress.steps_done)
         self.folder.adopt(path, progress)
-        global_step = (progress.epoch - 1) * self.steps_per_epoch + progress.steps_done
+        global_step = self.steps.epoch_start(progress.epoch) + progress.steps_done
         self.loggers.adopt(ResumePoint(path.parent.parent, progress.epoch, global_step, meta.get("loggers", {})))
 
     # ---- the loop ----------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        cfg = self.cfg
+        """The epoch's remaining steps, a data pipeline per stage they train in."""
         progress = self.progress
-        self._enter_stage(epoch)
-        stage = self.stage
-        batch, rank = cfg.data.batch_size, self.ranks.rank
-        indices = self.plan.rank_indices(epoch_order(self.split.num_images, cfg.seed, epoch), rank)
-        first_micro = progress.steps_done * self.accumulation  # this rank's, within the epoch
-        remaining = indices[first_micro * batch :]
-        # the counter that keys dropout / drop-path masks: the global number of the micro-batch
-        # about to run; the step adds world_size after each micro-batch
-        run_micro = (epoch - 1) * self.micro_per_epoch + first_micro
-        self.net.rng_step.set_data(Tensor(np.array([self.plan.global_micro(run_micro, rank)], np.int64)))
+        start, end = self.steps.epoch_start(epoch), self.steps.epoch_end(epoch)
         started = time.perf_counter()
         waited = 0.0
         steps_at_start = progress.steps_done
-        if len(remaining):
-            record_to = None
-            if cfg.data.record_reads:
-                (self.run_dir / "reads").mkdir(exist_ok=True)
-                record_to = self.run_dir / "reads" / f"epoch{epoch:04d}_rank{rank}.txt"
-            dataset = train_epoch(
-                cfg.data, self.split, remaining, self.workers, stage.image_size, record_to, cfg.seed, epoch,
-                uint8_out=self.device_normalise, stage=stage,
-            )  # fmt: skip
-            bar = tqdm(total=self.micro_per_epoch, initial=first_micro, desc=f"epoch {epoch}", disable=None)
-            interval = cfg.train.checkpoint.recovery_interval
-            ready = time.perf_counter()
-            for micro, batch_arrays in enumerate(
-                dataset.create_tuple_iterator(num_epochs=1, output_numpy=True), start=first_micro
-            ):
-                waited += time.perf_counter() - ready  # the step waited this long for its batch
-                apply = (micro + 1) % self.accumulation == 0
-                if micro > first_micro:  # not before the first step: its compile may take long
-                    ranks.heartbeat(self.run_dir)
-                loss = self._micro_batch(epoch, micro, *batch_arrays, apply=apply)
-                step_index = (epoch - 1) * self.steps_per_epoch + micro // self.accumulation
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lrs[step_index]:.3g}")
-                if apply:
-                    progress.steps_done += 1
-                    self.loggers.log_step(step_index + 1, {"loss": loss, "lr": float(self.lrs[step_index])})
-                    if interval > 0 and (step_index + 1) % interval == 0:
-                        self._save_state(RECOVERY)
-                    if ranks.any_rank(self.stop.signal_number is not None):
-                        bar.close()
-                        self._interrupt(epoch, step_index + 1)
-                ready = time.perf_counter()
-            bar.close()
+        step = start + progress.steps_done  # the global step about to run
+        bar = tqdm(total=(end - start) * self.accumulation, initial=progress.steps_done * self.accumulation,
+                   desc=f"epoch {epoch}", disable=None)  # fmt: skip
+        while step < end:
+            stage = stage_of(self.schedule, step)
+            self._enter_stage(stage)
+            segment_end = min(end, stage.end_step)
+            waited += self._train_steps(epoch, step, segment_end, bar)
+            step = segment_end
+        bar.close()
         seconds = time.perf_counter() - started
         trained = (progress.steps_done - steps_at_start) * self.global_batch  # over all ranks
         loss_sum, loss_count, substituted = self._epoch_loss()
         return {
             "epoch": epoch,
-            "stage": stage.index,
-            "image_size": stage.image_size,
-            "lr": float(self.lrs[epoch * self.steps_per_epoch - 1]),
+            "stage": self.stage.index,
+            "image_size": self.stage.image_size,
+            "lr": float(self.lrs[end - 1]),
             "train_loss": loss_sum / loss_count if loss_count else "",
             "images_per_s": trained / seconds if trained else "",
             "overflow_steps": progress.overflow_steps,
             "loss_scale": float(self.step.scale.asnumpy()[0]),
             "seconds": seconds,
             "data_wait": waited / seconds if trained else "",
-            "train_images": self.steps_per_epoch * self.global_batch,
-            "dropped_images": self.plan.dropped(self.split.num_images),
+            "train_images": (end - start) * self.global_batch,
+            "dropped_images": self.steps.dropped_per_epoch(),
             "bad_images": substituted,
         }
 
+    def _train_steps(self, epoch: int, first: int, end: int, bar: tqdm) -> float:
+        """Global steps ``first`` .. ``end - 1``, all in one stage and in ``epoch``; the seconds the
+        steps waited for their batches."""
+        cfg, progress, stage = self.cfg, self.progress, self.stage
+        rank = self.ranks.rank
+        passes, indices = self.steps.stream(first, end, lambda n: epoch_order(self.split.num_images, cfg.seed, n))
+        runs = runs_of(self.plan.rank_indices(passes, rank), self.plan.rank_indices(indices, rank))
+        # the counter that keys dropout / drop-path masks: the global number of the micro-batch
+        # about to run; the step adds world_size after each micro-batch
+        first_micro = first * self.accumulation  # this rank's, counted from the start of the run
+        self.net.rng_step.set_data(Tensor(np.array([self.plan.global_micro(first_micro, rank)], np.int64)))
+        record_to = None
+        if cfg.data.record_reads:
+            (self.run_dir / "reads").mkdir(exist_ok=True)
+            record_to = self.run_dir / "reads" / f"epoch{epoch:04d}_rank{rank}.txt"
+        dataset = train_stream(
+            cfg.data, self.split, runs, self.workers, stage.image_size, record_to, cfg.seed,
+            uint8_out=self.device_normalise, stage=stage,
+        )  # fmt: skip
+        interval = cfg.train.checkpoint.recovery_interval
+        waited = 0.0
+        ready = time.perf_counter()
+        for micro, batch_arrays in enumerate(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)):
+            waited += time.perf_counter() - ready  # the step waited this long for its batch
+            apply = (micro + 1) % self.accumulation == 0
+            if micro > 0:  # not before the first step: its compile may take long
+                ranks.heartbeat(self.run_dir)
+            step_index = first + micro // self.accumulation
+            loss = self._micro_batch(step_index, first_micro + micro, *batch_arrays, apply=apply)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lrs[step_index]:.3g}")
+            if apply:
+                progress.steps_done += 1
+                self.loggers.log_step(step_index + 1, {"loss": loss, "lr": float(self.lrs[step_index])})
+                if interval > 0 and (step_index + 1) % interval == 0:
+                    self._save_state(RECOVERY)
+                if ranks.any_rank(self.stop.signal_number is not None):
+                    bar.close()
+                    self._interrupt(epoch, step_index + 1)
+            ready = time.perf_counter()
+        return waited
+
     def _micro_batch(
-        self, epoch: int, micro: int, images: np.ndarray, labels: np.ndarray, replaced: np.ndarray, apply: bool
-    ) -> float:
-        """One micro-batch through the step (and the optimizer update after the last of a step's
-        micro-batches); its loss. Stops the run on a loss that became infinite or NaN."""
+        self, step_index: int, run_micro: int, images: np.ndarray, labels: np.ndarray, replaced: np.ndarray,
+        apply: bool,
+    ) -> float:  # fmt: skip
+        """One micro-batch (this rank's number ``run_micro`` of the run) of global step
+        ``step_index`` through the compiled step (and the optimizer update after the last of a
+        step's micro-batches); its loss. Stops the run on a loss that became infinite or NaN."""
         cfg, progress = self.cfg, self.progress
         progress.bad_images += self.bad_images.report(replaced[:, 0], replaced[:, 1])
-        global_micro = self.plan.global_micro((epoch - 1) * self.micro_per_epoch + micro, self.ranks.rank)
+        global_micro = self.plan.global_micro(run_micro, self.ranks.rank)
         targets = smoothed_one_hot(labels, cfg.model.num_classes, cfg.train.label_smoothing)
         images, targets = self.mixer(images, targets, global_micro)
         if self.accumulation == 1:
@@ -229,9 +241,9 @@ class Trainer:
         if not bool(finite.asnumpy()):
             progress.overflow_steps += 1
             if cfg.train.loss_scale.kind.name != "dynamic":
-                self._stop_on_divergence(epoch, loss)
+                self._stop_on_divergence(step_index, loss)
         elif not math.isfinite(loss):
-            self._stop_on_divergence(epoch, loss)
+            self._stop_on_divergence(step_index, loss)
         if math.isfinite(loss):
             progress.loss_sum += loss
             progress.loss_count += 1
@@ -248,13 +260,12 @@ class Trainer:
             number,
         )
 
-    def _stop_on_divergence(self, epoch: int, loss: float) -> None:
-        step = (epoch - 1) * self.steps_per_epoch + self.progress.steps_done + 1
+    def _stop_on_divergence(self, step_index: int, loss: float) -> None:
         last_good = self.folder.ckpt_dir / LAST
         where = f"the last good checkpoint is {last_good}" if last_good.exists() else "no checkpoint was written yet"
         raise UserError(
-            f"training loss became {loss} at step {step} (epoch {epoch}); {where}. "
-            "Lower optimizer.lr, set train.clip_grad_norm, or use train.loss_scale.kind=dynamic"
+            f"training loss became {loss} at step {step_index + 1} (epoch {self.steps.epoch_of(step_index)}); "
+            f"{where}. Lower optimizer.lr, set train.clip_grad_norm, or use train.loss_scale.kind=dynamic"
         )
 
     def _score(self) -> dict[str, float]:
@@ -268,7 +279,7 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         cfg = self.cfg
-        epochs = cfg.train.epochs
+        epochs = self.steps.epochs
         best_key = cfg.train.checkpoint.best_metric.name
         metrics: dict[str, float] = {}
         for epoch in range(self.progress.epoch, epochs + 1):
@@ -286,7 +297,7 @@ class Trainer:
                     functools.partial(self._save_model, metrics=metrics),
                 )  # fmt: skip
             self.progress.evaluated = True
-            self.loggers.log_epoch(epoch * self.steps_per_epoch, row)
+            self.loggers.log_epoch(self.steps.epoch_end(epoch), row)
             self._save_state(LAST, metrics)
             self.folder.finish_epoch()
             log.info(report.epoch_line(row, epochs, self.world_size))
