@@ -21,7 +21,7 @@ register_configs()
 
 
 def _dry_run(tmp_path: Path, *overrides: str) -> str:
-    result = run_cli("launcher.dry_run=true", *overrides, f"hydra.run.dir={tmp_path}")
+    result = run_cli("distributed.dry_run=true", *overrides, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     return (tmp_path / "launch_plan.txt").read_text()
 
@@ -151,7 +151,7 @@ def test_a_hung_rank_ends_the_job_within_the_timeout(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     overrides = [
         "hardware=cpu_2p", "model=effnetv2_micro", "train.epochs=50", "hardware.master_port=8153",
-        "launcher.hang_timeout=15",
+        "distributed.hang_timeout=15",
         f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     proc = subprocess.Popen(
@@ -172,7 +172,7 @@ def test_a_hung_rank_ends_the_job_within_the_timeout(tmp_path: Path) -> None:
     assert time.monotonic() - stopped_at < 120
     errors = [line for line in output.splitlines() if "error:" in line]
     # the stopped rank, or the one blocked waiting for it at the same step: both stall together
-    assert len(errors) == 1 and "made no progress" in errors[0] and "launcher.hang_timeout=15" in errors[0]
+    assert len(errors) == 1 and "made no progress" in errors[0] and "distributed.hang_timeout=15" in errors[0]
     assert "rank 1" in errors[0] or "rank 0" in errors[0]
     time.sleep(1)
     for pid in pids:  # no rank is left behind

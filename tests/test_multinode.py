@@ -6,7 +6,7 @@ local and starts a scheduler of its own.
 
 The job trains what one process with ``train.accumulation_steps=2`` trains (every tensor of the
 checkpoint), node 0 alone writes the run's files, evaluation equals one process, and a node that
-dies mid-run ends the job within ``launcher.hang_timeout`` naming it; ``resume=`` continues."""
+dies mid-run ends the job within ``distributed.hang_timeout`` naming it; ``resume=`` continues."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_a_lost_node_ends_the_job_naming_it_and_resume_continues(
     hosts: netns.Hosts, tiny_folder: Path, runs: dict[str, Path], tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "lost"
-    overrides = (*tiny_data(tiny_folder, BATCH), *COMMON, *TWO_NODES, "train.epochs=2", "launcher.hang_timeout=20",
+    overrides = (*tiny_data(tiny_folder, BATCH), *COMMON, *TWO_NODES, "train.epochs=2", "distributed.hang_timeout=20",
                  "hardware.master_port=8173")  # fmt: skip
     procs = [_node(hosts, node, overrides, run_dir) for node in (0, 1)]
     deadline = time.monotonic() + 300

@@ -475,7 +475,10 @@ class TrainConfig:
 
 
 @dataclass
-class LauncherConfig:
+class DistributedConfig:
+    """How run.py starts and watches the ranks of a multi-process job (effv2/launch/processes.py;
+    the ranks' layout is hardware.*, the Hydra launcher starts whole jobs: local, joblib, SLURM)."""
+
     # print each node's and rank's command and environment instead of starting them
     dry_run: bool = False
     # seconds the ranks wait for each other to join (msrun --cluster_time_out)
@@ -600,7 +603,7 @@ class RunConfig:
     hardware: HardwareConfig = MISSING
     progressive: ProgressiveConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
-    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)

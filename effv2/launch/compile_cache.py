@@ -4,7 +4,7 @@ MindSpore reloads cached graphs in the order a process compiles them and does no
 they belong to the network at hand: a cache written by B0 made an S run crash inside a
 BatchNorm kernel (measured). So each cache folder serves exactly one configuration: its name
 is a hash of the resolved config without the values that never reach a graph (checkpoint and
-resume paths, launcher settings). A resumed run compiles in another order and does not use
+resume paths, distributed.* settings). A resumed run compiles in another order and does not use
 it, nor does a multirun (its jobs share one process and MindSpore one cache path).
 """
 
@@ -23,7 +23,7 @@ from effv2.config.schema import RunConfig, task_of
 log = logging.getLogger(__name__)
 
 # config keys that never reach a compiled graph
-_UNRELATED = ("ckpt", "resume", "launcher", "export", "infer", "convert")
+_UNRELATED = ("ckpt", "resume", "distributed", "export", "infer", "convert")
 _TASKS = ("train", "eval")
 
 

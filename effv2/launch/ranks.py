@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-# set by the launcher in every process it starts, so run.py inside a rank never re-launches
+# set by run.py (effv2.launch.processes) in every process it starts, so run.py inside a rank never re-launches
 WORKER_ENV = "EFFV2_WORKER"
 
 
@@ -137,11 +137,11 @@ _beating = False
 
 
 def heartbeat(run_dir: Path) -> None:
-    """Show the launcher this rank is making progress: the status file's mtime, touched before
+    """Show the launching run.py this rank is making progress: the status file's mtime, touched before
     and after every step. When one rank hangs the others soon block in its collective, so the
     rank that stopped first has the oldest mtime.
 
-    The first beat marks the status file, so the launcher only starts watching a rank once its
+    The first beat marks the status file, so run.py only starts watching a rank once its
     first step (and graph compile) is done."""
     global _beating
     if not _current.distributed:

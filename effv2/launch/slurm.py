@@ -1,7 +1,7 @@
 """Running under SLURM: preemption, time limits and requeueing, the way Lightning's SLURM
 auto-requeue works.
 
-SLURM warns a job before it ends it: ``--signal=USR2@<s>`` before the time limit (the launcher
+SLURM warns a job before it ends it: ``--signal=USR2@<s>`` before the time limit (the Hydra launcher
 config sets it, ``hydra.launcher.signal_delay_s``), SIGTERM when it preempts or requeues it
 (``scontrol requeue``). Training treats both like Ctrl-C: the step in progress finishes, the
 recovery checkpoint is written, the process exits. After USR2 the job asks SLURM to requeue it

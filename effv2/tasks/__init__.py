@@ -18,7 +18,7 @@ from effv2.config.validate import validate
 from effv2.errors import UserError
 from effv2.launch.compile_cache import enable_compile_cache
 from effv2.launch.device import check_device, configure_context, prepare_environment
-from effv2.launch.launcher import launch, needs_launch, print_plan
+from effv2.launch.processes import launch, needs_launch, print_plan
 from effv2.storage.remote_inputs import with_local_inputs
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def run_task(cfg: RunConfig, run_dir: Path, multirun: bool = False) -> float:
     from effv2.launch import slurm
 
     slurm.log_job()
-    if task_of(cfg) != "convert" and cfg.launcher.dry_run:
+    if task_of(cfg) != "convert" and cfg.distributed.dry_run:
         return print_plan(cfg, run_dir)
     if not cfg.output.remote:
         return _run(cfg, run_dir, multirun)

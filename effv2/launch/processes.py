@@ -1,4 +1,4 @@
-"""Start the ranks of a multi-process job from run.py, with MindSpore's own launchers.
+"""Start the ranks of a multi-process job from run.py, with MindSpore's own process starters (settings: distributed.*).
 
 ``launch=msrun``: one ``msrun`` per node (it ships with the mindspore wheel and runs the
 scheduler and the local workers). ``launch=rank_table``: the Ascend rank-table method, one
@@ -77,7 +77,7 @@ def plan(cfg: RunConfig, run_dir: Path) -> list[ProcessPlan]:
             command = [
                 "msrun", f"--worker_num={total}", f"--local_worker_num={per_node}",
                 f"--master_addr={hw.master_addr}", f"--master_port={hw.master_port}", f"--node_rank={node}",
-                f"--log_dir={logs}", "--join=True", f"--cluster_time_out={cfg.launcher.cluster_timeout}",
+                f"--log_dir={logs}", "--join=True", f"--cluster_time_out={cfg.distributed.cluster_timeout}",
                 *_worker_command(run_dir, node),
             ]  # fmt: skip
             plans.append(ProcessPlan(node, node_ranks, command, _base_env(hw), str(logs / "worker_<rank>.log")))
@@ -103,7 +103,7 @@ def plan(cfg: RunConfig, run_dir: Path) -> list[ProcessPlan]:
 
 
 def print_plan(cfg: RunConfig, run_dir: Path) -> float:
-    """launcher.dry_run=true: show what each node would start, start nothing."""
+    """distributed.dry_run=true: show what each node would start, start nothing."""
     text = "\n".join(p.render() for p in plan(cfg, run_dir))
     print(text)
     target = run_dir / node_path(cfg.hardware.node_rank, "launch_plan.txt")
@@ -166,7 +166,7 @@ def _hung_rank(run_dir: Path, hw: HardwareConfig, timeout: int) -> str | None:
     log_file = run_dir / "ranks" / f"worker_{rank}.log"
     others = "; the other ranks wait for it in their collectives" if len(idle) > 1 else ""
     who = _describe(rank, hw.devices_per_node, hw.nodes)
-    return f"{who} made no progress for {idle[rank]:.0f} s (launcher.hang_timeout={timeout}){others}; see {log_file}"
+    return f"{who} made no progress for {idle[rank]:.0f} s (distributed.hang_timeout={timeout}){others}; see {log_file}"
 
 
 def _running_here(run_dir: Path, rank: int, hw: HardwareConfig) -> bool:
@@ -216,7 +216,7 @@ def launch(cfg: RunConfig, run_dir: Path) -> float:
         processes.append((process_plan, proc, out))
     failed = None
     while processes and failed is None:
-        failed = _hung_rank(run_dir, cfg.hardware, cfg.launcher.hang_timeout)
+        failed = _hung_rank(run_dir, cfg.hardware, cfg.distributed.hang_timeout)
         for item in list(processes):
             process_plan, proc, out = item
             code = proc.poll()
