@@ -278,3 +278,20 @@ def test_optuna_search_with_parallel_local_jobs(tiny_folder: Path, tmp_path: Pat
         job = json.loads((sweep_dir / row["job"] / "job.json").read_text())
         assert any(o.startswith("progressive.dropout_max=") for o in job["overrides"])
         assert job["return_value"] == pytest.approx(float(row["best_val_top1"]))
+
+
+def test_every_staged_regulariser_has_its_config_range_and_fixed_value() -> None:
+    """A regulariser added to schema.REGULARISERS is ramped by progressive.<name>_min / _max and
+    held at its fixed config key otherwise: both must exist."""
+    import typing
+    from dataclasses import fields
+
+    from effv2.config import schema
+
+    names = {f.name for f in fields(schema.ProgressiveConfig)}
+    assert {f"{n}_{end}" for n in schema.REGULARISERS for end in ("min", "max")} <= names
+    for regulariser in schema.REGULARISERS.values():
+        node = schema.RunConfig
+        for key in regulariser.fixed.split("."):  # through the schema's dataclasses
+            node = typing.get_type_hints(node, vars(schema))[key]
+        assert node in (float, float | None), regulariser.fixed
