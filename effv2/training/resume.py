@@ -10,6 +10,7 @@ from typing import Any
 
 from effv2.data.sharding import BatchPlan
 from effv2.errors import UserError
+from effv2.training.run_folder import Progress
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +76,15 @@ def _check_plan(path: Path, meta: dict[str, Any], plan: BatchPlan) -> None:
             "resume: micro-batches of %d images instead of %d: same steps and data order, but other BN batch "
             "statistics and dropout masks than the original run", plan.batch_size, before["batch_size"],
         )  # fmt: skip
+
+
+def continued_progress(meta: dict[str, Any], main: bool) -> Progress:
+    """Where a run continues from a checkpoint's metadata: the next epoch after an evaluated one,
+    else the same epoch's next step. The epoch's losses and bad images so far were summed over all
+    ranks, so only the main rank carries them on."""
+    progress = Progress.from_meta(meta)
+    if progress.evaluated:
+        progress.next_epoch()
+    elif not main:
+        progress.loss_sum, progress.loss_count, progress.bad_images = 0.0, 0, 0
+    return progress

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from effv2.checkpoints import BEST, LAST, RECOVERY, model_entries, restore_state
 from effv2.config.schema import RunConfig
 from effv2.data.pipeline import train_stream
 from effv2.data.sharding import epoch_order
-from effv2.errors import Interrupted, UserError
+from effv2.errors import Interrupted
 from effv2.launch import ranks, slurm
 from effv2.progressive import Stage, build_schedule, stage_of
 from effv2.step_plan import build_step_plan, runs_of
@@ -30,12 +29,12 @@ from effv2.training import report, setup
 from effv2.training.loss import smoothed_one_hot
 from effv2.training.mixing import BatchMixer
 from effv2.training.optim import scaled_lr
-from effv2.training.resume import check_resumable
+from effv2.training.resume import check_resumable, continued_progress
 from effv2.training.run_folder import Progress, RunFolder, find_resume_checkpoint, run_identity
 from effv2.training.schedules import learning_rates
 from effv2.training.scoring import score_split
 from effv2.training.step import ACCUMULATE, APPLY
-from effv2.training.stop import StopRequests
+from effv2.training.stop import StopRequests, diverged, interrupted
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +127,7 @@ class Trainer:
         path = find_resume_checkpoint(resume)
         meta = restore_state(state_entries(self.step, self.net, self.shadow_net), path)
         check_resumable(path, meta, self.folder.identity, self.plan)
-        progress = Progress.from_meta(meta)
-        if progress.evaluated:
-            progress.next_epoch()
-        elif not self.main:  # the epoch's losses and bad images so far are over all ranks: count them once
-            progress.loss_sum, progress.loss_count, progress.bad_images = 0.0, 0, 0
-        self.progress = progress
+        self.progress = progress = continued_progress(meta, self.main)
         log.info("resumed from %s at epoch %d, %d steps done", path, progress.epoch, progress.steps_done)
         self.folder.adopt(path, progress)
         global_step = self.steps.epoch_start(progress.epoch) + progress.steps_done
@@ -253,20 +247,10 @@ class Trainer:
         self._save_state(RECOVERY)
         number = self.stop.signal_number
         requeued = self.main and not self.ranks.distributed and slurm.requeue_after(number)
-        then = "SLURM runs it again from there" if requeued else f"continue with resume={self.run_dir}"
-        raise Interrupted(
-            f"{signal.Signals(number).name} received: stopped after step {steps_done} (epoch {epoch}) and wrote "
-            f"{self.folder.ckpt_dir / RECOVERY}; {then}",
-            number,
-        )
+        raise interrupted(number, steps_done, epoch, self.folder.ckpt_dir / RECOVERY, self.run_dir, requeued)
 
     def _stop_on_divergence(self, step_index: int, loss: float) -> None:
-        last_good = self.folder.ckpt_dir / LAST
-        where = f"the last good checkpoint is {last_good}" if last_good.exists() else "no checkpoint was written yet"
-        raise UserError(
-            f"training loss became {loss} at step {step_index + 1} (epoch {self.steps.epoch_of(step_index)}); "
-            f"{where}. Lower optimizer.lr, set train.clip_grad_norm, or use train.loss_scale.kind=dynamic"
-        )
+        raise diverged(loss, step_index + 1, self.steps.epoch_of(step_index), self.folder.ckpt_dir / LAST)
 
     def _score(self) -> dict[str, float]:
         self._sync_ranks()
