@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import write_results  # noqa: E402
+from common import PYTORCH_CPU_ISA, write_results  # noqa: E402
 
 CLASSES = 1000
 
@@ -48,6 +48,7 @@ KERNELS = (
     "onednn_depthwise",
     "onednn_depthwise+regular",
     "onednn_depthwise+regular+pointwise",
+    "fused_silu+onednn_depthwise+regular",
 )
 
 
@@ -63,6 +64,9 @@ def _use_kernels(net, kernels: str) -> None:
     elif kernels == "fused_silu":
         if set_silu(net, fused_silu() or sys.exit("the fused SiLU cannot be built here")) == 0:
             sys.exit("no SiLU to replace")
+    elif kernels == "fused_silu+onednn_depthwise+regular":  # what cpu_kernels would run with regular convolutions
+        set_silu(net, fused_silu() or sys.exit("the fused SiLU cannot be built here"))
+        _use_kernels(net, "onednn_depthwise+regular")
     elif kernels.startswith("onednn_"):
         library = onednn_conv_library() or sys.exit("the oneDNN kernel cannot be built here (effv2[cpu-kernels])")
         kinds = tuple(kernels.removeprefix("onednn_").split("+"))
@@ -187,7 +191,7 @@ def measure(variant: str, size: int, batch: int, repeats: int, jit_level: str, k
                label="mindspore" if choice == "mindspore" else f"mindspore + {choice}")
         for choice in kernels
     ]  # fmt: skip
-    workers.append(Worker("pytorch", variant, size, batch, jit_level))
+    workers.append(Worker("pytorch", variant, size, batch, jit_level, env={"ONEDNN_MAX_CPU_ISA": PYTORCH_CPU_ISA}))
     for w in workers:
         w.step()  # warm-up beyond the first step
     times: dict[str, list[float]] = {w.framework: [] for w in workers}

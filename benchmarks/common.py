@@ -10,6 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# MindSpore 2.10's CPU convolutions fall onto oneDNN's reference kernels above AVX2 (the product
+# caps it too: effv2.launch.device). The cap is MindSpore's need, not PyTorch's: a PyTorch worker
+# runs at PYTORCH_CPU_ISA, its own default unless the user set the variable
+PYTORCH_CPU_ISA = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL")
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
 

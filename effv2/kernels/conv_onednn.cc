@@ -5,23 +5,146 @@
 // picks its preferred (blocked) layouts, and the NCHW tensors MindSpore passes are reordered in and
 // out. oneDNN picks the instruction set (AVX2, AVX-512) at run time.
 //
-// Linked against MindSpore's own libdnnl (already in the process). That build runs on a thread
-// pool the caller provides; a stream given a pool of ours still got no parallel calls from it, so
-// these primitives run on the calling thread: enough for depthwise convolutions, not for the others.
+// Linked against MindSpore's own libdnnl (already in the process). That build runs its primitives on
+// a thread pool the caller provides (oneDNN's threadpool runtime): here a pool of our own, the
+// calling thread plus one worker per further core this process may run on. oneDNN sizes a
+// primitive's work split by the calling thread's "max concurrency", a thread-local setting that is
+// 1 on MindSpore's kernel threads; it is set to the pool's size before a primitive is built or run
+// (without that, a pool gets no parallel calls).
 //
 // Stride and padding are not attributes: they follow from the shapes MindSpore passes (the output
 // of a "same" convolution has ceil(H / stride) rows), so one library serves every layer.
 #include <oneapi/dnnl/dnnl.hpp>
+#include <oneapi/dnnl/dnnl_threadpool.h>
+#include <oneapi/dnnl/dnnl_threadpool_iface.hpp>
+#include <sched.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <tuple>
+#include <vector>
 
 namespace {
+
+// oneDNN's threadpool interface on threads of our own. parallel_for(n, fn) runs fn(i, n) for every
+// i on the caller and the workers, returning when all have run; one job at a time (a second
+// caller waits), a call from inside a job runs inline (oneDNN asks get_in_parallel first).
+class Pool final : public dnnl::threadpool_interop::threadpool_iface {
+ public:
+  explicit Pool(int threads) : threads_(std::max(threads, 1)) {
+    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this] { serve(); });
+  }
+  ~Pool() override {
+    {
+      std::lock_guard<std::mutex> lock(state_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto &worker : workers_) worker.join();
+  }
+  int get_num_threads() const override { return threads_; }
+  bool get_in_parallel() const override { return inside_; }
+  uint64_t get_flags() const override { return 0; }  // synchronous
+  void parallel_for(int n, const std::function<void(int, int)> &fn) override {
+    if (n <= 0) return;
+    if (n == 1 || threads_ == 1 || inside_) {
+      for (int i = 0; i < n; ++i) fn(i, n);
+      return;
+    }
+    std::lock_guard<std::mutex> one_job(caller_);
+    {
+      std::lock_guard<std::mutex> lock(state_);
+      job_ = &fn;
+      tasks_ = n;
+      next_ = 0;
+      finished_ = 0;
+      ++generation_;
+    }
+    wake_.notify_all();
+    finish(take_tasks(fn, n));
+    std::unique_lock<std::mutex> lock(state_);
+    // a worker that joined this job holds a reference to fn: return only once it has left
+    all_done_.wait(lock, [&] { return finished_ == tasks_ && joined_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  void serve() {
+    long seen = 0;
+    for (;;) {
+      const std::function<void(int, int)> *job;
+      int tasks;
+      {
+        std::unique_lock<std::mutex> lock(state_);
+        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+        if (job_ == nullptr) continue;  // woken after that job had ended
+        job = job_;
+        tasks = tasks_;
+        ++joined_;
+      }
+      const int done = take_tasks(*job, tasks);
+      std::lock_guard<std::mutex> lock(state_);
+      --joined_;
+      finished_ += done;
+      all_done_.notify_all();
+    }
+  }
+  int take_tasks(const std::function<void(int, int)> &fn, int tasks) {
+    inside_ = true;
+    int done = 0;
+    for (int i = next_++; i < tasks; i = next_++, ++done) fn(i, tasks);
+    inside_ = false;
+    return done;
+  }
+  void finish(int done) {
+    std::lock_guard<std::mutex> lock(state_);
+    finished_ += done;
+  }
+
+  const int threads_;
+  std::vector<std::thread> workers_;
+  std::mutex caller_, state_;
+  std::condition_variable wake_, all_done_;
+  const std::function<void(int, int)> *job_ = nullptr;
+  int tasks_ = 0, finished_ = 0, joined_ = 0;
+  std::atomic<int> next_{0};
+  long generation_ = 0;
+  bool stopping_ = false;
+  static thread_local bool inside_;
+};
+thread_local bool Pool::inside_ = false;
+
+// the cores this process may run on (its affinity: msrun and taskset narrow it)
+int usable_cores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(CPU_COUNT(&set), 1);
+  return std::max(static_cast<int>(std::thread::hardware_concurrency()), 1);
+}
+
+Pool &pool() {
+  static Pool threads(usable_cores());
+  return threads;
+}
+
+// oneDNN reads the calling thread's max concurrency when it builds and when it runs a primitive
+void use_pool_here() { dnnl_threadpool_interop_set_max_concurrency(pool().get_num_threads()); }
+
+dnnl::stream pool_stream(const dnnl::engine &engine) {
+  dnnl_stream_t stream = nullptr;
+  dnnl_threadpool_interop_stream_create(&stream, engine.get(),
+                                        static_cast<dnnl::threadpool_interop::threadpool_iface *>(&pool()));
+  return dnnl::stream(stream);
+}
 
 using dnnl::memory;
 using Tag = memory::format_tag;
@@ -100,14 +223,16 @@ struct Kernel {
   dnnl::primitive primitive;
   int first_arg, second_arg, out_arg;
   Operand first, second, out;
+  dnnl::stream s;
   std::mutex busy;
 
   Kernel(dnnl::primitive p, int a, int b, int o, Operand x, Operand y, Operand z)
-      : primitive(std::move(p)), first_arg(a), second_arg(b), out_arg(o), first(x), second(y), out(z) {}
+      : primitive(std::move(p)), first_arg(a), second_arg(b), out_arg(o), first(x), second(y), out(z),
+        s(pool_stream(cpu())) {}
 
   void run(const void *a, const void *b, void *result) {
     std::lock_guard<std::mutex> lock(busy);
-    dnnl::stream s(cpu());
+    use_pool_here();
     first.attach(s, a, true);
     second.attach(s, b, true);
     out.attach(s, result, false);
@@ -179,6 +304,7 @@ bool float32_4d(int count, const int *ndims, const char **dtypes) {
 
 int launch(Direction direction, const Geometry &g, const void *a, const void *b, void *result) {
   try {
+    use_pool_here();  // before the primitive is built: it splits its work by this
     kernel_for(direction, g)->run(a, b, result);
     return 0;
   } catch (const dnnl::error &) {

@@ -1,13 +1,14 @@
-"""Depthwise convolutions on oneDNN 3.x, as AOT custom operators on CPU.
+"""Convolutions on oneDNN 3.x, as AOT custom operators on CPU.
 
 MindSpore 2.10's CPU convolution runs its bundled oneDNN on plain NCHW tensors, which sends the
-depthwise convolutions of every MBConv block to oneDNN's generic GEMM path: 1.7-3.5x slower forward
-+ backward than the same oneDNN on its own blocked layouts, where it picks its depthwise JIT kernels
-(``benchmarks/bench_conv.py``, B0's layers). With ``hardware.cpu_kernels=true`` the depthwise convolutions
-run through ``effv2/kernels/conv_onednn.cc`` (forward, backward-data, backward-weights): MindSpore's
-own oneDNN, called with the layouts it prefers. The kernel serves regular and 1x1 convolutions
-too, but there it does not beat MindSpore's by the 1.5x asked of it, so those stay on MindSpore's
-operator. Exported files keep ``nn.Conv2d``: the custom operator exists only in this process.
+depthwise convolutions of every MBConv block to oneDNN's generic GEMM path: 3x slower forward +
+backward than the same oneDNN on its own blocked layouts, where it picks its depthwise JIT kernels
+(``benchmarks/bench_conv.py``, B0's layers). With ``hardware.cpu_kernels=true`` the depthwise and
+the regular kxk convolutions (stem, Fused-MBConv) run through ``effv2/kernels/conv_onednn.cc``
+(forward, backward-data, backward-weights, on a thread pool of the kernel's own): MindSpore's own
+oneDNN, called with the layouts it prefers. The 1x1 convolutions stay on MindSpore's operator,
+which is faster there (the kernel's reorders in and out cost more than its layouts gain).
+Exported files keep ``nn.Conv2d``: the custom operator exists only in this process.
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ def conv_kind(conv: nn.Conv2d) -> str:
     return "pointwise" if conv.kernel_size == (1, 1) else "regular"
 
 
-# the kinds effv2 runs on oneDNN: the depthwise convolutions win 1.7-3.5x per op on CPU; regular and
-# 1x1 convolutions do not win by the 1.5x asked (benchmarks/bench_conv.py)
-ONEDNN_KINDS = ("depthwise",)
+# the kinds effv2 runs on oneDNN (benchmarks/bench_conv.py, B0 at 128 px, 2-core Xeon): depthwise 3.1x
+# MindSpore's time, regular 1.34x with the kernel's thread pool; 1x1 convolutions 0.73x, so not them
+ONEDNN_KINDS = ("depthwise", "regular")
 
 
 class OneDNNConv2d(nn.Cell):

@@ -1,12 +1,13 @@
 """effv2's own CPU kernels (``hardware.cpu_kernels=true``): the fused SiLU and the oneDNN
-depthwise convolution, each falling back to MindSpore's operators where it cannot be built."""
+depthwise and regular convolutions, each falling back to MindSpore's operators where it cannot be
+built."""
 
 from __future__ import annotations
 
 from mindspore import nn
 
 from effv2.models.activation import use_fastest_silu
-from effv2.models.convolution import onednn_conv_library, set_onednn_conv
+from effv2.models.convolution import ONEDNN_KINDS, onednn_conv_library, set_onednn_conv
 
 
 def cpu_kernels_wanted(hardware: object) -> bool:
@@ -16,11 +17,11 @@ def cpu_kernels_wanted(hardware: object) -> bool:
 
 
 def use_cpu_kernels(net: nn.Cell) -> str:
-    """Switch ``net`` to the fastest SiLU and depthwise convolution this machine can build;
+    """Switch ``net`` to the fastest SiLU and convolutions this machine can build;
     returns what it runs, for the log."""
     library = onednn_conv_library()
     if library is None:
-        convolutions = "MindSpore's depthwise convolutions (oneDNN is not available here)"
+        convolutions = "MindSpore's convolutions (oneDNN is not available here)"
     else:
-        convolutions = f"oneDNN in {set_onednn_conv(net, library)} depthwise convolutions"
+        convolutions = f"oneDNN in {set_onednn_conv(net, library)} {' and '.join(ONEDNN_KINDS)} convolutions"
     return f"SiLU: {use_fastest_silu(net)}; {convolutions}"
