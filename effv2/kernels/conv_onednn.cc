@@ -6,11 +6,11 @@
 // out. oneDNN picks the instruction set (AVX2, AVX-512) at run time.
 //
 // Linked against MindSpore's own libdnnl (already in the process). That build runs its primitives on
-// a thread pool the caller provides (oneDNN's threadpool runtime): here a pool of our own, the
-// calling thread plus one worker per further core this process may run on. oneDNN sizes a
-// primitive's work split by the calling thread's "max concurrency", a thread-local setting that is
-// 1 on MindSpore's kernel threads; it is set to the pool's size before a primitive is built or run
-// (without that, a pool gets no parallel calls).
+// a thread pool the caller provides (oneDNN's threadpool runtime); a stream made without one runs
+// every primitive on the calling thread, as this kernel's first version did. Its streams now carry
+// a pool of its own: the calling thread plus one worker per further core of the process's affinity.
+// oneDNN splits a primitive's work by the calling thread's "max concurrency" (default: the
+// machine's core count), set to the pool's size before a primitive is built or run.
 //
 // Stride and padding are not attributes: they follow from the shapes MindSpore passes (the output
 // of a "same" convolution has ceil(H / stride) rows), so one library serves every layer.
@@ -136,7 +136,8 @@ Pool &pool() {
   return threads;
 }
 
-// oneDNN reads the calling thread's max concurrency when it builds and when it runs a primitive
+// oneDNN reads the calling thread's max concurrency when it builds and when it runs a primitive: the
+// pool's size, which follows the affinity where the core count would not
 void use_pool_here() { dnnl_threadpool_interop_set_max_concurrency(pool().get_num_threads()); }
 
 dnnl::stream pool_stream(const dnnl::engine &engine) {
