@@ -21,7 +21,7 @@ from common import write_results  # noqa: E402
 # label -> (environment, jit level[, worker arguments]); the default is effv2's own CPU setting
 SETTINGS = {
     "default (ISA cap AVX2, O0, 2 threads, ops.silu)": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "O0"),
-    "hardware.cpu_kernels=true (fused SiLU + oneDNN depthwise)": (
+    "hardware.cpu_kernels=true (fused SiLU + oneDNN depthwise and regular)": (
         {"ONEDNN_MAX_CPU_ISA": "AVX2"},
         "O0",
         ("--kernels", "cpu_kernels"),
@@ -34,6 +34,13 @@ SETTINGS = {
         ("--kernels", "sigmoid_mul"),
     ),
     "ISA cap AVX512_CORE": ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, "O0"),
+    # with effv2's depthwise and regular convolutions only MindSpore's 1x1 ones meet the cap
+    "cpu_kernels=true, ISA cap AVX512_CORE": (
+        {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+        "O0",
+        ("--kernels", "cpu_kernels"),
+    ),
+    "cpu_kernels=true, no ISA cap (ALL)": ({"ONEDNN_MAX_CPU_ISA": "ALL"}, "O0", ("--kernels", "cpu_kernels")),
     "ISA cap AVX512_CORE_BF16": ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, "O0"),
     "ISA cap AVX512_CORE_AMX": ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "O0"),
     "no ISA cap (ALL)": ({"ONEDNN_MAX_CPU_ISA": "ALL"}, "O0"),

@@ -96,3 +96,17 @@ def kernel_library(name: str, link: tuple[str, ...] = ()) -> Path | None:
     os.replace(partial, target)
     log.info("custom CPU kernels: compiled %s.cc for this CPU into %s", name, target)
     return target
+
+
+@cache
+def onednn_conv_library() -> str | None:
+    """This machine's build of the oneDNN convolution kernel (effv2.models.convolution), or None
+    (logged once) when the oneDNN headers (the ``cpu-kernels`` extra), MindSpore's oneDNN or a
+    compiler is missing. Imports no MindSpore: the ISA cap is chosen with it before MindSpore loads."""
+    flags = onednn_flags()
+    if flags is None:
+        log.info("oneDNN convolutions: no oneDNN headers (pip install 'effv2[cpu-kernels]') or no oneDNN in "
+                 "MindSpore's package; MindSpore's own convolutions are used")  # fmt: skip
+        return None
+    library = kernel_library("conv_onednn", flags)
+    return str(library) if library is not None else None

@@ -14,6 +14,10 @@ log = logging.getLogger(__name__)
 # MindSpore 2.10's bundled oneDNN picks a reference convolution on AVX-512 CPUs: 20-30x slower.
 CPU_ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
 CPU_ISA_CAP = "AVX2"
+# no cap: where effv2's kernels run every depthwise and regular convolution of a training run, the
+# 1x1 ones left to MindSpore have JIT kernels at any ISA (B0 step 339 vs 356 ms at AVX2 on a 2-core
+# Xeon, benchmarks/bench_levers.py; ONEDNN_VERBOSE shows no reference kernel)
+CPU_ISA_UNCAPPED = "ALL"
 
 _DEVICE_WORDS = {
     "GPU": "an NVIDIA GPU and MindSpore's GPU build",
@@ -21,17 +25,29 @@ _DEVICE_WORDS = {
 }
 
 
-def prepare_environment(hw: HardwareConfig) -> None:
+def cpu_isa_cap(hw: HardwareConfig, task: str) -> str:
+    """The oneDNN instruction-set cap a CPU process of ``task`` needs: AVX2, unless it trains with
+    hardware.cpu_kernels=true and the oneDNN convolution kernel builds here (it builds now, before
+    MindSpore loads; cached per machine), when no MindSpore convolution needs the cap."""
+    if task != "train" or not hw.cpu_kernels:
+        return CPU_ISA_CAP
+    from effv2.kernels.build import onednn_conv_library
+
+    return CPU_ISA_UNCAPPED if onednn_conv_library() is not None else CPU_ISA_CAP
+
+
+def prepare_environment(hw: HardwareConfig, task: str) -> None:
     """Environment that must be in place before mindspore is imported."""
     if hw.device_target.name == "CPU" and CPU_ISA_VARIABLE not in os.environ:
-        os.environ[CPU_ISA_VARIABLE] = CPU_ISA_CAP
-        log.info(
-            "hardware=%s: set %s=%s (MindSpore's oneDNN runs convolutions 20-30x slower on AVX-512 "
-            "CPUs without it); set the variable yourself to override",
-            hw.name,
-            CPU_ISA_VARIABLE,
-            CPU_ISA_CAP,
+        cap = cpu_isa_cap(hw, task)
+        os.environ[CPU_ISA_VARIABLE] = cap
+        why = (
+            "effv2's kernels run the depthwise and regular convolutions; MindSpore's 1x1 ones need no cap"
+            if cap == CPU_ISA_UNCAPPED
+            else "MindSpore's oneDNN runs convolutions 20-30x slower on AVX-512 CPUs without it"
         )
+        log.info("hardware=%s: set %s=%s (%s); set the variable yourself to override", hw.name, CPU_ISA_VARIABLE,
+                 cap, why)  # fmt: skip
 
 
 @contextlib.contextmanager

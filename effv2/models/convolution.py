@@ -13,16 +13,14 @@ Exported files keep ``nn.Conv2d``: the custom operator exists only in this proce
 
 from __future__ import annotations
 
-import logging
 import math
-from functools import cache
 
 from mindspore import nn, ops
 
-from effv2.kernels.build import kernel_library, onednn_flags
+from effv2.kernels.build import onednn_conv_library
 from effv2.models.blocks import ConvBNAct
 
-log = logging.getLogger(__name__)
+__all__ = ["OneDNNConv", "OneDNNConv2d", "conv_kind", "onednn_conv_library", "set_onednn_conv"]
 
 
 class OneDNNConv(nn.Cell):
@@ -48,19 +46,6 @@ class OneDNNConv(nn.Cell):
 
     def construct(self, x, weight):
         return self.forward(x, weight)
-
-
-@cache
-def onednn_conv_library() -> str | None:
-    """This machine's build of the oneDNN convolution kernel, or None (logged once) when the
-    oneDNN headers (the ``cpu-kernels`` extra), MindSpore's oneDNN or a compiler is missing."""
-    flags = onednn_flags()
-    if flags is None:
-        log.info("oneDNN convolutions: no oneDNN headers (pip install 'effv2[cpu-kernels]') or no oneDNN in "
-                 "MindSpore's package; MindSpore's own convolutions are used")  # fmt: skip
-        return None
-    library = kernel_library("conv_onednn", flags)
-    return str(library) if library is not None else None
 
 
 def conv_kind(conv: nn.Conv2d) -> str:

@@ -56,7 +56,7 @@ def run_in_process(
     """Run the task in this process: environment before MindSpore loads, the device check, the
     execution context, the compile cache, then (in a launched rank) ``join_ranks``, then the task."""
     task = task_of(cfg)
-    prepare_environment(cfg.hardware)
+    prepare_environment(cfg.hardware, task)
     cfg = with_local_inputs(cfg, task)
     if task == "convert":  # numpy and a checkpoint file: no device involved
         return task_function(task)(cfg, run_dir)
@@ -91,7 +91,7 @@ def run_task(cfg: RunConfig, run_dir: Path, multirun: bool = False) -> float:
 def _pin_data(cfg: RunConfig, run_dir: Path) -> None:
     """List (or fetch) the task's splits once on this node, before any rank starts: the ranks read
     the manifests pinned in the run folder instead of each listing the folder."""
-    prepare_environment(cfg.hardware)
+    prepare_environment(cfg.hardware, task_of(cfg))
     from effv2.data.pipeline import pin_splits
 
     data = cfg.data
