@@ -26,7 +26,7 @@ from pathlib import Path
 
 from effv2.config.schema import HardwareConfig, RunConfig, node_path, task_of
 from effv2.errors import UserError
-from effv2.launch.device import CPU_ISA_CAP, CPU_ISA_VARIABLE
+from effv2.launch.device import CPU_ISA_VARIABLE, cpu_isa_cap
 from effv2.launch.ranks import WORKER_ENV, rank_status_path
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,11 @@ def needs_launch(hw: HardwareConfig) -> bool:
     return world_size(hw) > 1 and os.environ.get(WORKER_ENV) != "1"
 
 
-def _base_env(hw: HardwareConfig) -> dict[str, str]:
+def _base_env(cfg: RunConfig) -> dict[str, str]:
     # msrun starts a bare "python" from PATH: put this interpreter's folder first
     env = {WORKER_ENV: "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}$PATH"}
-    if hw.device_target.name == "CPU":
-        env[CPU_ISA_VARIABLE] = os.environ.get(CPU_ISA_VARIABLE, CPU_ISA_CAP)
+    if cfg.hardware.device_target.name == "CPU":  # the cap the ranks' task needs, unless the user set one
+        env[CPU_ISA_VARIABLE] = os.environ.get(CPU_ISA_VARIABLE) or cpu_isa_cap(cfg.hardware, task_of(cfg))
     return env
 
 
@@ -80,13 +80,13 @@ def plan(cfg: RunConfig, run_dir: Path) -> list[ProcessPlan]:
                 f"--log_dir={logs}", "--join=True", f"--cluster_time_out={cfg.distributed.cluster_timeout}",
                 *_worker_command(run_dir, node),
             ]  # fmt: skip
-            plans.append(ProcessPlan(node, node_ranks, command, _base_env(hw), str(logs / "worker_<rank>.log")))
+            plans.append(ProcessPlan(node, node_ranks, command, _base_env(cfg), str(logs / "worker_<rank>.log")))
         elif hw.launch.name == "rank_table":
             if not hw.rank_table:
                 raise UserError(f"hardware={hw.name} with launch=rank_table needs hardware.rank_table=<json file>")
             for device, rank in enumerate(node_ranks):
                 env = {
-                    **_base_env(hw),
+                    **_base_env(cfg),
                     "RANK_TABLE_FILE": str(Path(hw.rank_table).expanduser().resolve()),
                     "DEVICE_ID": str(device),
                     "RANK_ID": str(rank),
@@ -96,7 +96,7 @@ def plan(cfg: RunConfig, run_dir: Path) -> list[ProcessPlan]:
                 plans.append(ProcessPlan(node, [rank], command, env, str(logs / f"worker_{rank}.log")))
         elif total == 1:
             command = [sys.executable, *_worker_command(run_dir, 0)[1:]]
-            plans.append(ProcessPlan(0, [0], command, _base_env(hw), str(run_dir / "run.log")))
+            plans.append(ProcessPlan(0, [0], command, _base_env(cfg), str(run_dir / "run.log")))
         else:
             raise UserError(f"hardware={hw.name} asks for {total} processes but launch=none; use msrun or rank_table")
     return plans
