@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import PYTORCH_CPU_ISA, write_results  # noqa: E402
+from common import PYTORCH_CPU_ISA, USER_CPU_ISA, write_results  # noqa: E402
 
 CLASSES = 1000
 
@@ -186,9 +186,16 @@ class Worker:
 
 
 def measure(variant: str, size: int, batch: int, repeats: int, jit_level: str, kernels: list[str]) -> list[dict]:
+    from types import SimpleNamespace
+
+    from effv2.launch.device import cpu_isa_cap
+
+    def isa(choice: str) -> str:  # the cap run.py would set for a training run with these kernels
+        return USER_CPU_ISA or cpu_isa_cap(SimpleNamespace(cpu_kernels=choice == "cpu_kernels"), "train")
+
     workers = [
-        Worker("mindspore", variant, size, batch, jit_level, extra=("--kernels", choice),
-               label="mindspore" if choice == "mindspore" else f"mindspore + {choice}")
+        Worker("mindspore", variant, size, batch, jit_level, env={"ONEDNN_MAX_CPU_ISA": isa(choice)},
+               extra=("--kernels", choice), label="mindspore" if choice == "mindspore" else f"mindspore + {choice}")
         for choice in kernels
     ]  # fmt: skip
     workers.append(Worker("pytorch", variant, size, batch, jit_level, env={"ONEDNN_MAX_CPU_ISA": PYTORCH_CPU_ISA}))

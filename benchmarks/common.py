@@ -12,8 +12,10 @@ from pathlib import Path
 
 # MindSpore 2.10's CPU convolutions fall onto oneDNN's reference kernels above AVX2 (the product
 # caps it too: effv2.launch.device). The cap is MindSpore's need, not PyTorch's: a PyTorch worker
-# runs at PYTORCH_CPU_ISA, its own default unless the user set the variable
-PYTORCH_CPU_ISA = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL")
+# runs at its own default, and one with hardware.cpu_kernels where the product runs it, unless the
+# user set the variable (USER_CPU_ISA)
+USER_CPU_ISA = os.environ.get("ONEDNN_MAX_CPU_ISA")
+PYTORCH_CPU_ISA = USER_CPU_ISA or "ALL"
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
 
