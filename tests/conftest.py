@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
@@ -134,6 +136,23 @@ def killed_after_first_recovery(overrides: tuple[str, ...], run_dir: Path, jitte
     assert recovery.exists(), "the run never wrote a recovery checkpoint"
     assert not (run_dir / "metrics.json").exists(), "the run finished before it could be killed"
     return run_dir
+
+
+def sigterm_once_logged(overrides: tuple[str, ...], run_dir: Path, text: str, timeout: float = 300) -> int:
+    """``python run.py <overrides>`` in ``run_dir``, sent SIGTERM as soon as its run.log shows
+    ``text`` (honoured after the step in progress); its exit status."""
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *overrides, f"hydra.run.dir={run_dir}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    log = run_dir / "run.log"
+    while proc.poll() is None and time.monotonic() < deadline:
+        if log.exists() and text in log.read_text():
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.05)
+    return proc.wait(timeout=timeout)
 
 
 def run_cli(*overrides: str, timeout: float = 600, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

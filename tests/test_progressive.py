@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mindspore as ms
@@ -18,7 +15,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF_DIR, REPO, run_cli, tiny_data
+from conftest import CONF_DIR, run_cli, sigterm_once_logged, tiny_data
 from effv2.config import register_configs
 from effv2.config.validate import validate
 from effv2.errors import UserError
@@ -204,18 +201,7 @@ def test_sigterm_in_the_second_stage_then_resume_equals_the_uninterrupted_job(
         "progressive.dropout_max=0.4",
     )  # fmt: skip
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", *overrides, f"hydra.run.dir={stopped}"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    log = stopped / "run.log"
-    while proc.poll() is None and time.monotonic() < deadline:
-        if log.exists() and "stage 2/2" in log.read_text():
-            proc.send_signal(signal.SIGTERM)  # honoured after the step in progress
-            break
-        time.sleep(0.05)
-    assert proc.wait(timeout=300) == 128 + signal.SIGTERM
+    assert sigterm_once_logged(overrides, stopped, "stage 2/2") == 128 + signal.SIGTERM
     recovery = ms.load_checkpoint(str(stopped / "checkpoints" / "recovery.ckpt"))
     assert json.loads(str(recovery["effv2_meta"]))["stage"] == 1
 

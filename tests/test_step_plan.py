@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from types import SimpleNamespace
 
 import mindspore as ms
@@ -28,7 +24,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from conftest import REPO, run_cli, tiny_data
+from conftest import run_cli, sigterm_once_logged, tiny_data
 from effv2.config.schema import StepCounting, register_configs
 from effv2.data.pipeline import open_train_split
 from effv2.data.sharding import epoch_order
@@ -182,18 +178,8 @@ def test_an_official_run_reads_the_continuous_stream_and_switches_stage_inside_a
 def test_an_official_run_stopped_inside_a_stage_resumes_to_the_same_weights(official_run, tmp_path) -> None:
     reference, overrides = official_run
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", *overrides, f"hydra.run.dir={stopped}"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    log = stopped / "run.log"
-    while proc.poll() is None and time.monotonic() < deadline:
-        if log.exists() and "stage 2/2" in log.read_text():  # step 10, inside epoch 2
-            proc.send_signal(signal.SIGTERM)  # honoured after the step in progress
-            break
-        time.sleep(0.05)
-    assert proc.wait(timeout=300) == 128 + signal.SIGTERM
+    # stopped once stage 2 begins: at step 10, inside epoch 2
+    assert sigterm_once_logged(overrides, stopped, "stage 2/2") == 128 + signal.SIGTERM
     meta = json.loads(str(ms.load_checkpoint(str(stopped / "checkpoints" / "recovery.ckpt"))["effv2_meta"]))
     assert meta["stage"] == 1 and meta["steps"]["counting"] == "official"
 
