@@ -97,9 +97,10 @@ def test_killing_one_rank_ends_the_job_within_the_bound(tmp_path: Path) -> None:
     killed_at = time.monotonic()
     output, _ = proc.communicate(timeout=240)
     assert proc.returncode == 2
-    assert time.monotonic() - killed_at < 180  # msrun's heartbeat notices, the launcher ends the job
+    # run.py sees the rank's process gone within a poll (msrun's own heartbeat took ~30 s)
+    assert time.monotonic() - killed_at < 20
     errors = [line for line in output.splitlines() if "error:" in line]
-    assert len(errors) == 1 and "rank 1" in errors[0] and "worker_1.log" in errors[0]
+    assert len(errors) == 1 and "rank 1 ended before finishing" in errors[0] and "worker_1.log" in errors[0]
 
 
 def test_rank_table_generator(tmp_path: Path) -> None:

@@ -180,6 +180,32 @@ def _running_here(run_dir: Path, rank: int, hw: HardwareConfig) -> bool:
     return True
 
 
+def _lost_rank(run_dir: Path, ranks: list[int], hw: HardwareConfig) -> str | None:
+    """A rank of this node whose process is gone (killed, or crashed) while its status still says
+    running: named within a poll, not after msrun's own heartbeat gives up on it (~30 s). A rank
+    that ends normally or with an error says so in its status first (effv2.tasks.rank)."""
+    for rank in ranks:
+        try:
+            state = json.loads(rank_status_path(run_dir, rank).read_text())
+        except (OSError, ValueError):
+            continue  # not written yet, or being rewritten right now
+        if state.get("status") == "running" and not _alive(state.get("pid")):
+            log_file = run_dir / "ranks" / f"worker_{rank}.log"
+            who = _describe(rank, hw.devices_per_node, hw.nodes)
+            pid = state.get("pid")
+            return f"{who} ended before finishing (its process {pid} is gone: killed or crashed); see {log_file}"
+    return None
+
+
+def _alive(pid: object) -> bool:
+    """Whether process ``pid`` runs here and is not a zombie awaiting its parent."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as stat:  # type: ignore[arg-type]
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, ValueError, TypeError, IndexError):
+        return False
+
+
 def _end_ranks(run_dir: Path, ranks: list[int]) -> None:
     """msrun starts its workers in sessions of their own: end each rank by its recorded pid."""
     for rank in ranks:
@@ -216,7 +242,9 @@ def launch(cfg: RunConfig, run_dir: Path) -> float:
         processes.append((process_plan, proc, out))
     failed = None
     while processes and failed is None:
-        failed = _hung_rank(run_dir, cfg.hardware, cfg.distributed.hang_timeout)
+        failed = _lost_rank(run_dir, local_ranks, cfg.hardware) or _hung_rank(
+            run_dir, cfg.hardware, cfg.distributed.hang_timeout
+        )
         for item in list(processes):
             process_plan, proc, out = item
             code = proc.poll()

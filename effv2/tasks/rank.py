@@ -7,6 +7,7 @@ and checkpoints; every rank's console output is its ``ranks/worker_<rank>.log``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -29,6 +30,15 @@ def _join(run_dir: Path) -> None:
     write_rank_status(run_dir, status="running")
 
 
+def _mark_failed(run_dir: Path) -> None:
+    """The rank ends with an error: its status says so, so that the launcher reports msrun's exit
+    code rather than a lost rank (effv2.launch.processes)."""
+    from effv2.launch.ranks import write_rank_status
+
+    with contextlib.suppress(Exception):  # before the ranks joined there is no rank to write for
+        write_rank_status(run_dir, status="failed")
+
+
 def main(run_dir: Path, node: int = 0) -> int:
     from effv2.launch.ranks import write_rank_status
     from effv2.tasks import run_in_process
@@ -38,7 +48,11 @@ def main(run_dir: Path, node: int = 0) -> int:
         metric = run_in_process(cfg, run_dir, join_ranks=lambda: _join(run_dir))
     except UserError as exc:
         logging.getLogger("effv2").error("error: %s", exc)
+        _mark_failed(run_dir)
         return 2
+    except BaseException:
+        _mark_failed(run_dir)
+        raise
     write_rank_status(run_dir, status="done", metric=metric)
     return 0
 
