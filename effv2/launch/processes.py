@@ -174,10 +174,9 @@ def _running_here(run_dir: Path, rank: int, hw: HardwareConfig) -> bool:
     if rank // hw.devices_per_node != hw.node_rank:
         return False
     try:
-        os.kill(json.loads(rank_status_path(run_dir, rank).read_text())["pid"], 0)
+        return _alive(json.loads(rank_status_path(run_dir, rank).read_text())["pid"])
     except (OSError, ValueError, KeyError):
         return False
-    return True
 
 
 def _lost_rank(run_dir: Path, ranks: list[int], hw: HardwareConfig) -> str | None:
