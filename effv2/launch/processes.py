@@ -182,18 +182,33 @@ def _running_here(run_dir: Path, rank: int, hw: HardwareConfig) -> bool:
 def _lost_rank(run_dir: Path, ranks: list[int], hw: HardwareConfig) -> str | None:
     """A rank of this node whose process is gone (killed, or crashed) while its status still says
     running: named within a poll, not after msrun's own heartbeat gives up on it (~30 s). A rank
-    that ends normally or with an error says so in its status first (effv2.tasks.rank)."""
+    that ends normally or with an error says so in its status first (effv2.tasks.rank). msrun
+    kills the other workers within a poll of the first one's end, so where several are gone the
+    one msrun saw exit first is named."""
+    gone = {}
     for rank in ranks:
         try:
             state = json.loads(rank_status_path(run_dir, rank).read_text())
         except (OSError, ValueError):
             continue  # not written yet, or being rewritten right now
         if state.get("status") == "running" and not _alive(state.get("pid")):
-            log_file = run_dir / "ranks" / f"worker_{rank}.log"
-            who = _describe(rank, hw.devices_per_node, hw.nodes)
-            pid = state.get("pid")
-            return f"{who} ended before finishing (its process {pid} is gone: killed or crashed); see {log_file}"
-    return None
+            gone[state.get("pid")] = rank
+    if not gone:
+        return None
+    pid = next((pid for pid in _exits_seen_by_msrun(run_dir, hw.node_rank) if pid in gone), min(gone, key=gone.get))
+    rank = gone[pid]
+    log_file = run_dir / "ranks" / f"worker_{rank}.log"
+    who = _describe(rank, hw.devices_per_node, hw.nodes)
+    return f"{who} ended before finishing (its process {pid} is gone: killed or crashed); see {log_file}"
+
+
+def _exits_seen_by_msrun(run_dir: Path, node: int) -> list[int]:
+    """The pids of the workers msrun saw exit with an error, first first (empty without msrun)."""
+    try:
+        output = (run_dir / "ranks" / f"msrun_node{node}.log").read_text(errors="replace")
+    except OSError:
+        return []
+    return [int(pid) for pid in re.findall(r"Worker process (\d+) exit with exception", output)]
 
 
 def _alive(pid: object) -> bool:
