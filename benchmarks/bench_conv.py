@@ -55,7 +55,7 @@ def main() -> None:
     ms.set_device("CPU")
     library = onednn_conv_library()
     if library is None:
-        raise SystemExit("the oneDNN kernel cannot be built here: pip install 'effv2[cpu-kernels]' and a C++ compiler")
+        raise SystemExit("the oneDNN kernel cannot be built here: no oneDNN headers or no C++ compiler")
 
     class Convolution(nn.Cell):
         def __init__(self, conv: nn.Conv2d, kernel: nn.Cell | None) -> None:

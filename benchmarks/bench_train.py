@@ -38,8 +38,8 @@ def _batch(batch: int, size: int, seed: int = 0):
     return images, labels
 
 
-# MindSpore's kernel choices: what the product runs by default, with hardware.cpu_kernels=true, or one
-# of effv2's CPU kernels alone
+# the kernel choices: MindSpore's own operators (hardware.cpu_kernels=false), effv2's kernels as the
+# product runs them by default on CPU (cpu_kernels), or one of effv2's CPU kernels alone
 KERNELS = (
     "mindspore",
     "cpu_kernels",
@@ -58,7 +58,7 @@ def _use_kernels(net, kernels: str) -> None:
     from effv2.models.cpu_kernels import use_cpu_kernels
 
     if kernels == "cpu_kernels":
-        print(f"hardware.cpu_kernels=true: {use_cpu_kernels(net)}", file=sys.stderr)
+        print(f"hardware.cpu_kernels (the default): {use_cpu_kernels(net)}", file=sys.stderr)
     elif kernels == "sigmoid_mul":
         set_silu(net, SigmoidMul())
     elif kernels == "fused_silu":
@@ -68,7 +68,7 @@ def _use_kernels(net, kernels: str) -> None:
         set_silu(net, fused_silu() or sys.exit("the fused SiLU cannot be built here"))
         _use_kernels(net, "onednn_depthwise+regular")
     elif kernels.startswith("onednn_"):
-        library = onednn_conv_library() or sys.exit("the oneDNN kernel cannot be built here (effv2[cpu-kernels])")
+        library = onednn_conv_library() or sys.exit("the oneDNN kernel cannot be built here")
         kinds = tuple(kernels.removeprefix("onednn_").split("+"))
         print(f"oneDNN in {set_onednn_conv(net, library, kinds)} convolutions", file=sys.stderr)
 
@@ -186,12 +186,11 @@ class Worker:
 
 
 def measure(variant: str, size: int, batch: int, repeats: int, jit_level: str, kernels: list[str]) -> list[dict]:
-    from types import SimpleNamespace
-
+    from effv2.config.schema import HardwareConfig
     from effv2.launch.device import cpu_isa_cap
 
     def isa(choice: str) -> str:  # the cap run.py would set for a training run with these kernels
-        return USER_CPU_ISA or cpu_isa_cap(SimpleNamespace(cpu_kernels=choice == "cpu_kernels"), "train")
+        return USER_CPU_ISA or cpu_isa_cap(HardwareConfig(name="cpu", cpu_kernels=choice == "cpu_kernels"), "train")
 
     workers = [
         Worker("mindspore", variant, size, batch, jit_level, env={"ONEDNN_MAX_CPU_ISA": isa(choice)},
@@ -228,8 +227,9 @@ def main() -> None:
     parser.add_argument("--compile-cache", help="MindSpore compile cache folder (enable_compile_cache)")
     parser.add_argument(
         "--kernels", default="mindspore,cpu_kernels",
-        help=f"MindSpore's kernels, one worker each (comma-separated, from {', '.join(KERNELS)}): the product's "
-        "default, hardware.cpu_kernels=true (fused SiLU + oneDNN depthwise), or one of effv2's kernels alone",
+        help=f"the kernels, one worker each (comma-separated, from {', '.join(KERNELS)}): MindSpore's "
+        "own (hardware.cpu_kernels=false), the product's default (cpu_kernels: fused SiLU + oneDNN depthwise and "
+        "regular convolutions), or one of effv2's kernels alone",
     )  # fmt: skip
     parser.add_argument("--worker", choices=["mindspore", "pytorch"], help=argparse.SUPPRESS)
     args = parser.parse_args()

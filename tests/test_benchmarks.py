@@ -99,7 +99,7 @@ def test_kernels_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert [r["ratio_to_ops_silu"] for r in rows if r["implementation"].startswith("ops.silu")] == [1.0, 1.0]
 
 
-@pytest.mark.skipif(onednn_flags() is None, reason="no oneDNN headers (effv2[cpu-kernels], in the test extra)")
+@pytest.mark.skipif(onednn_flags() is None, reason="no oneDNN headers (onednn-devel-cpu-gomp, in the base install)")
 def test_conv_benchmark_measures_every_layer_shape_of_a_kind(tmp_path: Path) -> None:
     payload = _bench("bench_conv.py", tmp_path / "conv.json", "--variant", "effnetv2_micro", "--size", "32",
                      "--batch", "2", "--repeats", "2", "--kinds", "depthwise")  # fmt: skip

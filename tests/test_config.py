@@ -126,17 +126,20 @@ def test_a_logger_without_its_package_names_the_extra() -> None:
 
 @pytest.mark.parametrize("hardware", _options("hardware"))
 def test_cpu_kernels_are_wired_on_cpu_only(hardware: str) -> None:
-    from effv2.models.cpu_kernels import cpu_kernels_wanted
+    from effv2.kernels import cpu_kernels_wanted
 
-    cfg = OmegaConf.to_object(_compose(f"hardware={hardware}", "hardware.cpu_kernels=true"))
+    cfg = OmegaConf.to_object(_compose(f"hardware={hardware}"))
     assert cpu_kernels_wanted(cfg.hardware) == hardware.startswith("cpu")  # Ascend and GPU keep MindSpore's ops
-    assert not cpu_kernels_wanted(OmegaConf.to_object(_compose(f"hardware={hardware}")).hardware)  # opt-in
+    stock = OmegaConf.to_object(_compose(f"hardware={hardware}", "hardware.cpu_kernels=false"))
+    assert not cpu_kernels_wanted(stock.hardware)
 
 
-def test_cpu_kernels_refuse_mixed_precision() -> None:
+def test_mixed_precision_on_cpu_keeps_mindspores_operators_and_says_why() -> None:
     from effv2.config.validate import validate
-    from effv2.errors import UserError
+    from effv2.kernels import cpu_kernels_wanted, kernels_off_reason
 
-    cfg = OmegaConf.to_object(_compose("hardware=cpu", "hardware.cpu_kernels=true", "hardware.amp_level=O2"))
-    with pytest.raises(UserError, match="float32 kernels: it needs hardware.amp_level=O0, not O2"):
-        validate(cfg)
+    composed = _compose("hardware=cpu", "hardware.amp_level=O2")
+    validate(composed)  # runs, in float16 on MindSpore's operators: effv2's kernels are float32
+    cfg = OmegaConf.to_object(composed)
+    assert not cpu_kernels_wanted(cfg.hardware)
+    assert kernels_off_reason(cfg.hardware).startswith("hardware.amp_level=O2 runs MindSpore's own operators")

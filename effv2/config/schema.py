@@ -361,10 +361,10 @@ class HardwareConfig:
     # reuse compiled graphs across runs of the very same configuration (MindSpore's compile
     # cache, one folder per configuration under $EFFV2_CACHE/compile; see README)
     compile_cache: bool = False
-    # CPU only, opt-in: effv2's own compiled SiLU kernel (effv2/kernels, built once per machine;
-    # Sigmoid x Mul when no compiler is present). Measured 0.94x the B0 step on an AVX2 EPYC, within
-    # that machine's run-to-run noise, so MindSpore's ops.silu stays the default (README)
-    cpu_kernels: bool = False
+    # CPU only: effv2's own kernels (effv2/kernels, compiled once per machine at first use): the
+    # fused SiLU and oneDNN depthwise and regular convolutions on threads; MindSpore's operators
+    # where they cannot build (the log says which path runs), in mixed precision, or with false
+    cpu_kernels: bool = True
     launch: LaunchMethod = LaunchMethod.none
     # False for hardware that only runs exported models (Ascend 310)
     can_train: bool = True

@@ -11,7 +11,6 @@ from effv2.config.schema import (
     REGULARISERS,
     DataConfig,
     ExportConfig,
-    HardwareConfig,
     RunConfig,
     choice_name,
     task_of,
@@ -41,8 +40,6 @@ def validate(cfg: RunConfig) -> None:
     if task == "convert":  # a checkpoint file in, one out: nothing else of the config is used
         return
     validate_data(cfg.data, sizes_used=task in ("train", "eval"))
-    if task in ("train", "eval"):
-        _hardware(cfg.hardware)
     if task == "train":
         require_positive("train.epochs", cfg.train.epochs)
         require_positive("train.accumulation_steps", cfg.train.accumulation_steps)
@@ -88,13 +85,6 @@ def validate_data(data: DataConfig, sizes_used: bool = True) -> None:
         )
     if not 0.0 <= aug.cutout_ratio <= 1.0:
         raise UserError(f"data.augment.cutout_ratio={aug.cutout_ratio} must be in [0, 1]")
-
-
-def _hardware(hardware: HardwareConfig) -> None:
-    if hardware.device_target.name == "CPU" and hardware.cpu_kernels and hardware.amp_level != "O0":
-        raise UserError(
-            f"hardware.cpu_kernels=true runs float32 kernels: it needs hardware.amp_level=O0, not {hardware.amp_level}"
-        )
 
 
 def _progressive(cfg: RunConfig) -> None:

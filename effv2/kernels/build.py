@@ -45,8 +45,8 @@ def onednn_flags() -> tuple[str, ...] | None:
 
     It links the oneDNN that MindSpore ships (``mindspore/lib/libdnnl.so.3``): that library is in
     the process already, and the dynamic loader would hand it to any other ``libdnnl.so.3`` too.
-    The headers come from the ``cpu-kernels`` extra (oneDNN 3.2's; the C API is stable across 3.x
-    and older headers only use older symbols).
+    The headers come from the base install's ``onednn-devel-cpu-gomp`` (oneDNN 3.2's; the C API is
+    stable across 3.x and older headers only use older symbols).
     """
     import importlib.util
 
@@ -101,11 +101,11 @@ def kernel_library(name: str, link: tuple[str, ...] = ()) -> Path | None:
 @cache
 def onednn_conv_library() -> str | None:
     """This machine's build of the oneDNN convolution kernel (effv2.models.convolution), or None
-    (logged once) when the oneDNN headers (the ``cpu-kernels`` extra), MindSpore's oneDNN or a
+    (logged once) when the oneDNN headers (``onednn-devel-cpu-gomp``), MindSpore's oneDNN or a
     compiler is missing. Imports no MindSpore: the ISA cap is chosen with it before MindSpore loads."""
     flags = onednn_flags()
     if flags is None:
-        log.info("oneDNN convolutions: no oneDNN headers (pip install 'effv2[cpu-kernels]') or no oneDNN in "
+        log.info("oneDNN convolutions: no oneDNN headers (pip install onednn-devel-cpu-gomp==2023.2.0) or no oneDNN in "
                  "MindSpore's package; MindSpore's own convolutions are used")  # fmt: skip
         return None
     library = kernel_library("conv_onednn", flags)

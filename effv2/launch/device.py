@@ -26,10 +26,13 @@ _DEVICE_WORDS = {
 
 
 def cpu_isa_cap(hw: HardwareConfig, task: str) -> str:
-    """The oneDNN instruction-set cap a CPU process of ``task`` needs: AVX2, unless it trains with
-    hardware.cpu_kernels=true and the oneDNN convolution kernel builds here (it builds now, before
-    MindSpore loads; cached per machine), when no MindSpore convolution needs the cap."""
-    if task != "train" or not hw.cpu_kernels:
+    """The oneDNN instruction-set cap a CPU process of ``task`` needs: AVX2, unless it trains
+    through effv2's kernels (effv2.kernels.cpu_kernels_wanted) and the oneDNN convolution kernel
+    builds here (it builds now, before MindSpore loads; cached per machine), when no MindSpore
+    convolution needs the cap."""
+    from effv2.kernels import cpu_kernels_wanted
+
+    if task != "train" or not cpu_kernels_wanted(hw):
         return CPU_ISA_CAP
     from effv2.kernels.build import onednn_conv_library
 

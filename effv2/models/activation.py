@@ -1,6 +1,6 @@
 """SiLU, the activation of every EfficientNetV2 block, with a fused CPU kernel.
 
-By default the cell runs MindSpore's own ``ops.silu``. On CPU with ``hardware.cpu_kernels=true``,
+The cell runs MindSpore's own ``ops.silu``. On CPU (unless ``hardware.cpu_kernels=false``),
 :func:`use_fastest_silu` switches every SiLU of a network to one AOT custom operator per
 direction (``effv2/kernels/silu.cc``): one pass over the tensor forward and one backward. Where
 the kernel cannot be built (no compiler), it switches to Sigmoid x Mul, which MindSpore's CPU

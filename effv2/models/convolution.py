@@ -3,7 +3,7 @@
 MindSpore 2.10's CPU convolution runs its bundled oneDNN on plain NCHW tensors, which sends the
 depthwise convolutions of every MBConv block to oneDNN's generic GEMM path: 3x slower forward +
 backward than the same oneDNN on its own blocked layouts, where it picks its depthwise JIT kernels
-(``benchmarks/bench_conv.py``, B0's layers). With ``hardware.cpu_kernels=true`` the depthwise and
+(``benchmarks/bench_conv.py``, B0's layers). On CPU (unless ``hardware.cpu_kernels=false``) the depthwise and
 the regular kxk convolutions (stem, Fused-MBConv) run through ``effv2/kernels/conv_onednn.cc``
 (forward, backward-data, backward-weights, on a thread pool of the kernel's own): MindSpore's own
 oneDNN, called with the layouts it prefers. The 1x1 convolutions stay on MindSpore's operator,

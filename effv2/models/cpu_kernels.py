@@ -1,4 +1,4 @@
-"""effv2's own CPU kernels (``hardware.cpu_kernels=true``): the fused SiLU and the oneDNN
+"""effv2's own CPU kernels (on CPU unless ``hardware.cpu_kernels=false``): the fused SiLU and the oneDNN
 depthwise and regular convolutions, each falling back to MindSpore's operators where it cannot be
 built."""
 
@@ -8,12 +8,6 @@ from mindspore import nn
 
 from effv2.models.activation import use_fastest_silu
 from effv2.models.convolution import ONEDNN_KINDS, onednn_conv_library, set_onednn_conv
-
-
-def cpu_kernels_wanted(hardware: object) -> bool:
-    """Whether the run's ``hardware`` option (a HardwareConfig) asks for effv2's CPU kernels (in
-    float32: effv2.config.validate refuses them with mixed precision)."""
-    return hardware.device_target.name == "CPU" and bool(hardware.cpu_kernels)  # type: ignore[attr-defined]
 
 
 def use_cpu_kernels(net: nn.Cell) -> str:

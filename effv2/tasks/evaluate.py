@@ -9,9 +9,10 @@ from effv2.checkpoints import load_weights
 from effv2.config.schema import RunConfig
 from effv2.data.pipeline import build_eval_split
 from effv2.errors import UserError
+from effv2.kernels import cpu_kernels_wanted
 from effv2.launch import ranks
 from effv2.models import EfficientNetV2, build_model
-from effv2.models.cpu_kernels import cpu_kernels_wanted, use_cpu_kernels
+from effv2.models.cpu_kernels import use_cpu_kernels
 from effv2.tracking.epoch_log import write_json
 
 log = logging.getLogger(__name__)

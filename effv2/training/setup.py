@@ -22,10 +22,11 @@ from effv2.data.sharding import BatchPlan
 from effv2.data.split import ImageSplit
 from effv2.data.transforms import device_normalise_blocker
 from effv2.errors import UserError
+from effv2.kernels import cpu_kernels_wanted, kernels_off_reason
 from effv2.launch import ranks
 from effv2.models import build_model, model_summary
 from effv2.models.blocks import convert_to_sync_bn
-from effv2.models.cpu_kernels import cpu_kernels_wanted, use_cpu_kernels
+from effv2.models.cpu_kernels import use_cpu_kernels
 from effv2.progressive import Stage
 from effv2.training.ema import EMA
 from effv2.training.loss import SoftTargetCrossEntropy
@@ -99,6 +100,8 @@ def build(
     log.info("model %s", model_summary(net, cfg.data.train_size))
     if kernels:
         log.info("CPU kernels (hardware.cpu_kernels): %s", use_cpu_kernels(net))
+    elif cfg.hardware.device_target.name == "CPU":
+        log.info("CPU kernels off: %s", kernels_off_reason(cfg.hardware))
     if cfg.model.pretrained and not cfg.resume:
         _load_pretrained(net, cfg.model.pretrained)
     if cfg.hardware.sync_bn and distributed:
