@@ -185,6 +185,9 @@ TINY_TRAIN = (
     "train.ema.enabled=true",
     "train.ema.decay=0.99",
     "train.checkpoint.recovery_interval=7",
+    # MindSpore's own operators: the stock CPU path end to end (the rest of the suite runs effv2's
+    # kernels, the default), and the checkpoint the export, INT8 and inference tests were set on
+    "hardware.cpu_kernels=false",
 )
 
 

@@ -191,18 +191,14 @@ def test_without_onednn_the_network_keeps_mindspores_convolutions(tmp_path: Path
 
 
 @needs_onednn
-@pytest.mark.parametrize("kernels", ["default", "hardware.cpu_kernels=false"])
-def test_a_cpu_run_trains_through_the_kernels_unless_off(kernels: str, tiny_folder: Path, tmp_path: Path) -> None:
+def test_a_cpu_run_trains_through_the_kernels_by_default(tiny_folder: Path, tmp_path: Path) -> None:
+    """The stock path (hardware.cpu_kernels=false) is conftest's shared trained run."""
     from conftest import run_cli, tiny_data
 
-    overrides = (*tiny_data(tiny_folder), "train.epochs=1", *([kernels] if kernels != "default" else []))
-    result = run_cli(*overrides, f"hydra.run.dir={tmp_path}", unset=("ONEDNN_MAX_CPU_ISA",))
+    overrides = (*tiny_data(tiny_folder), "train.epochs=1", f"hydra.run.dir={tmp_path}")
+    result = run_cli(*overrides, unset=("ONEDNN_MAX_CPU_ISA",))
     assert result.returncode == 0, result.stderr[-2000:]
     log = (tmp_path / "run.log").read_text()
-    if kernels != "default":  # MindSpore's own operators, under the cap its convolutions need
-        assert "CPU kernels off: hardware.cpu_kernels=false: MindSpore's own operators" in log
-        assert "set ONEDNN_MAX_CPU_ISA=AVX2" in log and "CPU kernels (hardware.cpu_kernels)" not in log
-        return
     # every depthwise and regular convolution is effv2's: the AVX2 cap MindSpore's need is not set
     assert "set ONEDNN_MAX_CPU_ISA=ALL (effv2's kernels run the depthwise and regular convolutions" in log
     assert "CPU kernels (hardware.cpu_kernels): SiLU: the fused kernel in" in log

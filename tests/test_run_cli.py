@@ -19,7 +19,8 @@ def test_run_folder_holds_config_log_metrics_and_checkpoints(trained_run: tuple[
     assert composed["train"]["ema"]["enabled"] is True
     assert (run_dir / ".hydra" / "overrides.yaml").exists()
     log_text = (run_dir / "run.log").read_text()
-    assert "epoch 2/2" in log_text and "ONEDNN_MAX_CPU_ISA=AVX2" in log_text
+    assert "epoch 2/2" in log_text and "ONEDNN_MAX_CPU_ISA=AVX2" in log_text  # the cap MindSpore's convolutions need
+    assert "CPU kernels off: hardware.cpu_kernels=false: MindSpore's own operators" in log_text
     with (run_dir / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
