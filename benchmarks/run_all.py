@@ -31,12 +31,12 @@ BENCHMARKS = {
 }  # fmt: skip
 
 TITLES = {
-    "train": "Training step (batch 8, RMSProp): effv2 on MindSpore (as shipped, and with hardware.cpu_kernels=true) "
-    "vs the same network in PyTorch eager",
-    "levers": "Levers: MindSpore CPU settings and effv2's kernels against the default, B0 at 128 px",
+    "train": "Training step (batch 8, RMSProp): effv2 on MindSpore (its own operators, and effv2's CPU kernels, "
+    "the default) vs the same network in PyTorch eager",
+    "levers": "Levers: MindSpore CPU settings and effv2's kernels against MindSpore's own operators, B0 at 128 px",
     "conv": "oneDNN convolution kernel vs MindSpore's Conv2D, every layer shape of B0 at 128 px (fwd + both bwd)",
     "kernels": "Fused SiLU vs MindSpore's ops.silu and Sigmoid x Mul (fwd + bwd)",
-    "profile": "Where the B0 step's time goes with hardware.cpu_kernels=true (MindSpore's profiler)",
+    "profile": "Where the B0 step's time goes with effv2's CPU kernels, the default (MindSpore's profiler)",
     "inference": "Inference (EfficientNetV2-S, 224 px): MindSpore graph, MINDIR, onnxruntime, PyTorch eager",
     "data": "Data pipeline (RRC + flip + RandAugment, 2 workers) vs training consumption (B0)",
     "progressive": "Progressive (4 stages, half to full size) vs fixed-size training, B0 on the digits at 64 px",

@@ -49,7 +49,7 @@ def test_progressive_benchmark_runs_and_writes_json(tiny_folder: Path, tmp_path:
 def test_train_benchmark_runs_both_frameworks_and_writes_json(tmp_path: Path) -> None:
     rows = _bench("bench_train.py", tmp_path / "train.json", "--variants", "effnetv2_micro", "--sizes", "32",
                   "--batch", "2", "--repeats", "2")["results"]  # fmt: skip
-    # by default MindSpore twice: as the product runs, and with hardware.cpu_kernels=true
+    # by default MindSpore twice: on its own operators (hardware.cpu_kernels=false) and as the product runs
     assert [r["framework"] for r in rows] == ["mindspore", "mindspore + cpu_kernels", "pytorch"]
     for row in rows:
         assert row["step_median_s"] > 0 and row["images_per_s"] > 0 and row["peak_rss_mb"] > 100
@@ -82,9 +82,9 @@ def test_open_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
 
 def test_levers_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     row, sigmoid_mul = _bench("bench_levers.py", tmp_path / "levers.json", "--size", "32", "--batch", "2",
-                              "--repeats", "2", "--only", "default,SiLU: Sigmoid", "--variant",
+                              "--repeats", "2", "--only", "stock,SiLU: Sigmoid", "--variant",
                               "effnetv2_micro")["results"]  # fmt: skip
-    assert row["setting"].startswith("default") and row["ratio_to_default"] == 1.0
+    assert row["setting"].startswith("stock: hardware.cpu_kernels=false") and row["ratio_to_stock"] == 1.0
     assert row["step_median_s"] > 0 and row["first_step_s"] > row["step_median_s"]
     assert sigmoid_mul["setting"].startswith("SiLU: Sigmoid x Mul") and sigmoid_mul["step_median_s"] > 0
 
