@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import one_line_error, run_cli
+from conftest import CONF_DIR, REPO, one_line_error, run_cli
 
 
 def test_run_folder_holds_config_log_metrics_and_checkpoints(trained_run: tuple[Path, str]) -> None:
@@ -95,3 +97,24 @@ def test_eval_of_another_variant_lists_the_mismatch(trained_run: tuple[Path, str
 def test_absent_gpu_is_one_line(tmp_path: Path) -> None:
     line = one_line_error(run_cli("hardware=gpu_1p", f"hydra.run.dir={tmp_path / 'r'}"))
     assert "hardware=gpu_1p needs an NVIDIA GPU" in line and "found none" in line
+
+
+def test_help_opens_with_the_tasks_and_lists_only_choosable_options(tmp_path: Path) -> None:
+    """Hydra's help template with effv2's text: the tasks, every group of conf/ with exactly its
+    options (the schemas the options extend are no choice), examples; then the config."""
+    result = subprocess.run([sys.executable, "run.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
+    assert text.startswith("effv2: EfficientNetV2 image classification on MindSpore")
+    tasks = text.split("== Tasks (task=...) ==\n", 1)[1].split("\n\n", 1)[0]
+    assert [line.split()[0] for line in tasks.splitlines()] == ["train", "eval", "export", "infer", "convert"]
+    groups = text.split("== Configuration groups (group=option) ==\n", 1)[1].split("\n\n", 1)[0]
+    listed = dict(line.strip().split(": ", 1) for line in groups.splitlines())
+    for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
+        assert listed.pop(folder.name) == ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))), folder.name
+    assert set(listed) == {"hydra/launcher", "hydra/sweeper"} and "slurm" in listed["hydra/launcher"].split(", ")
+    assert "base_" not in text and "schema" not in groups
+    assert text.count("python run.py ") >= 3 and "\nmodel:\n  name: effnetv2_b0\n" in text  # examples, then the config
+    # a schema is not an option of its group: Hydra names the real ones
+    refused = run_cli("optimizer=base_rmsprop", f"hydra.run.dir={tmp_path}")
+    assert refused.returncode != 0 and "Could not find 'optimizer/base_rmsprop'" in refused.stderr

@@ -527,6 +527,8 @@ class InferConfig:
     # an image, a text file listing images, a folder of images, or a labelled ImageFolder split
     input: Optional[str] = None
     top_k: int = 5
+    # the console shows each image's top-k for this many images; the predictions file has all
+    print_limit: int = 20
     output_format: OutputFormat = OutputFormat.json
     provider: OrtProvider = OrtProvider.cpu
     batch_size: int = 32
@@ -635,6 +637,18 @@ def node_path(node_rank: int, name: str) -> str:
     return name if int(node_rank) == 0 else f"ranks/node{int(node_rank)}/{name}"
 
 
+SCHEMA_GROUP = "schema"
+SCHEMAS: dict[str, dict[str, type]] = {
+    "optimizer": {"rmsprop": RMSPropConfig, "sgd": SGDConfig, "adamw": AdamWConfig},
+    "scheduler": {
+        "constant": ConstantScheduleConfig,
+        "cosine": CosineScheduleConfig,
+        "exponential": ExponentialScheduleConfig,
+        "multistep": MultiStepScheduleConfig,
+    },
+}
+
+
 def register_configs() -> None:
     # a preset marks a value the user must give: YAML "???" cannot, because merging "???" onto
     # a group's default keeps the default
@@ -642,21 +656,17 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("effv2.required_to_train", _required_to_train)
     if not OmegaConf.has_resolver("effv2.node_path"):
         OmegaConf.register_new_resolver("effv2.node_path", node_path)
+    if not OmegaConf.has_resolver("effv2.config_groups"):
+        from effv2.config.help import config_groups
+
+        OmegaConf.register_new_resolver("effv2.config_groups", config_groups)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RunConfig)
-    for name, node in {
-        "base_rmsprop": RMSPropConfig,
-        "base_sgd": SGDConfig,
-        "base_adamw": AdamWConfig,
-    }.items():
-        cs.store(group="optimizer", name=name, node=node)
-    for name, node in {
-        "base_constant": ConstantScheduleConfig,
-        "base_cosine": CosineScheduleConfig,
-        "base_exponential": ExponentialScheduleConfig,
-        "base_multistep": MultiStepScheduleConfig,
-    }.items():
-        cs.store(group="scheduler", name=name, node=node)
+    # each option's schema, which its YAML extends (``- /schema/optimizer/rmsprop@_here_``): in a
+    # group of its own, so ``optimizer=`` and ``--help`` offer only the real options
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=f"{SCHEMA_GROUP}/{group}", name=name, node=node)
 
 
 def choice_name(value: object) -> str:
