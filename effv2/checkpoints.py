@@ -138,7 +138,11 @@ def load_pretrained(net: nn.Cell, path: str | Path) -> dict[str, Any]:
     """Start from another run's or a converted checkpoint's weights (EMA when present). A
     classifier for another class count keeps the fresh initialisation ``net`` was built with;
     anything else must fit exactly."""
-    params, meta = read_checkpoint(path)
+    return fit_pretrained(net, path, *read_checkpoint(path))
+
+
+def fit_pretrained(net: nn.Cell, path: str | Path, params: dict, meta: dict[str, Any]) -> dict[str, Any]:
+    """:func:`load_pretrained` of checkpoint entries already read (``params``, ``meta``) from ``path``."""
     use_ema = any(name.startswith(EMA_KEY) for name in params)
     found = {
         name: params.get(EMA_KEY + name, value) if use_ema else value

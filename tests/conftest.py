@@ -209,13 +209,23 @@ def best_ckpt(trained_run: tuple[Path, str]) -> Path:
 EVAL_32PX = "data.eval_size=32"
 
 
+# the trackers that keep an eval / export / infer run's result (tests/test_deploy.py reads them)
+TASK_LOGGERS = "logger=[csv,tensorboard,mlflow]"
+
+
 @pytest.fixture(scope="session")
-def eval_top1(best_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> float:
-    """val top-1 of :func:`best_ckpt` through ``task=eval`` in one process."""
+def eval_run(best_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of :func:`best_ckpt` through ``task=eval`` in one process, to every logger."""
     run_dir = tmp_path_factory.mktemp("eval")
-    result = run_cli("task=eval", EVAL_32PX, f"ckpt={best_ckpt}", f"hydra.run.dir={run_dir}")
+    result = run_cli("task=eval", EVAL_32PX, f"ckpt={best_ckpt}", TASK_LOGGERS, f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads((run_dir / "metrics.json").read_text())["val_top1"]
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def eval_top1(eval_run: Path) -> float:
+    """val top-1 of :func:`best_ckpt` through ``task=eval`` in one process."""
+    return json.loads((eval_run / "metrics.json").read_text())["val_top1"]
 
 
 # every logger, the per-step scalars at each optimizer step

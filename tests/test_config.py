@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -143,3 +144,18 @@ def test_mixed_precision_on_cpu_keeps_mindspores_operators_and_says_why() -> Non
     cfg = OmegaConf.to_object(composed)
     assert not cpu_kernels_wanted(cfg.hardware)
     assert kernels_off_reason(cfg.hardware).startswith("hardware.amp_level=O2 runs MindSpore's own operators")
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("infer.print_limit=-1", "infer.print_limit=-1 must be >= 0 (0: the summary line alone)"),
+        ("infer.top_k=0", "infer.top_k=0 must be a positive integer"),
+    ],
+)
+def test_bad_infer_values_are_one_line(override: str, expected: str) -> None:
+    from effv2.config.validate import validate
+    from effv2.errors import UserError
+
+    with pytest.raises(UserError, match=f"^{re.escape(expected)}$"):
+        validate(_compose("task=infer", override))

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import EVAL_32PX as SIZE
-from conftest import one_line_error, run_cli
+from conftest import TASK_LOGGERS, one_line_error, run_cli
 from effv2 import Predictor
 from effv2.config.schema import load_run_config
 from effv2.data.pipeline import build_eval_split
@@ -89,7 +89,7 @@ def int8_export(best_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     run_dir = tmp_path_factory.mktemp("int8")
     result = run_cli(
         "task=export", "export.quantize=int8", "export.calibration_images=128", SIZE, f"ckpt={best_ckpt}",
-        f"hydra.run.dir={run_dir}",
+        TASK_LOGGERS, f"hydra.run.dir={run_dir}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "INT8 on 359 val images: top-1" in result.stdout + result.stderr
@@ -100,6 +100,65 @@ def _session_logits(path: Path, batches: list[np.ndarray]) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: batch})[0] for batch in batches])
+
+
+def _tracked(run_dir: Path, task: str) -> tuple[object, dict[str, float]]:
+    """The single MLflow run of a task's run folder and its TensorBoard scalars (tag: value)."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("effv2").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["task"] == task
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    scalars = {}
+    for tag in events.Tags()["scalars"]:
+        (event,) = events.Scalars(tag)
+        assert tag.startswith(f"{task}/") and event.step == 0
+        scalars[tag.removeprefix(f"{task}/")] = event.value
+    assert f"{task}/params" in str(events.Tags()["tensors"])
+    # the same numbers in both, at step 0; MLflow's params hold the config and the task's own
+    assert set(run.data.metrics) == set(scalars)
+    for key, value in run.data.metrics.items():
+        assert scalars[key] == pytest.approx(value, rel=1e-6)
+    assert run.data.params["model.name"] == "effnetv2_b0"
+    return run, artifacts
+
+
+def test_eval_export_and_infer_are_runs_of_their_own_in_the_loggers(
+    eval_run: Path, int8_export: Path, best_ckpt: Path, digits_root: Path, tmp_path: Path
+) -> None:
+    metrics = json.loads((eval_run / "metrics.json").read_text())
+    run, artifacts = _tracked(eval_run, "eval")
+    assert run.info.run_name == "eval best.ckpt" and run.data.tags["checkpoint"] == str(best_ckpt)
+    assert run.data.metrics == {k: float(metrics[k]) for k in ("val_top1", "val_top5", "images", "bad_images")}
+    assert run.data.params["eval.checkpoint"] == str(best_ckpt.resolve()) and artifacts == {"metrics.json"}
+
+    report = json.loads((int8_export / "effnetv2_b0.int8.export.json").read_text())
+    run, artifacts = _tracked(int8_export, "export")
+    assert run.info.run_name == "export best.ckpt"
+    quant = report["quantization"]
+    assert run.data.metrics["bytes"] == (int8_export / "effnetv2_b0.int8.onnx").stat().st_size
+    assert run.data.metrics["fp32_bytes"] == (int8_export / "effnetv2_b0.onnx").stat().st_size
+    assert run.data.metrics["int8_top1"] == pytest.approx(quant["int8"]["top1"])
+    assert run.data.metrics["int8_top1_drop"] == pytest.approx(quant["top1_drop"])
+    assert run.data.metrics["max_abs_diff"] == pytest.approx(report["max_abs_diff"])
+    assert run.data.params["export.format"] == "onnx" and run.data.params["export.calibration"] == "percentile"
+    assert artifacts == {"effnetv2_b0.export.json", "effnetv2_b0.int8.export.json"}
+
+    model = int8_export / "effnetv2_b0.int8.onnx"
+    infer_dir = tmp_path / "infer"
+    result = run_cli("task=infer", SIZE, f"infer.model={model}", f"infer.input={digits_root / 'val'}", TASK_LOGGERS,
+                     f"hydra.run.dir={infer_dir}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((infer_dir / "metrics.json").read_text())
+    run, artifacts = _tracked(infer_dir, "infer")
+    assert run.info.run_name == "infer effnetv2_b0.int8.onnx" and run.data.tags["checkpoint"] == str(model)
+    assert run.data.metrics == {"images": 359.0, "top1": summary["top1"], "top5": summary["top5"]}
+    assert summary["top1"] == pytest.approx(quant["int8"]["top1"], abs=1e-9)
+    assert run.data.params["infer.backend"] == "onnxruntime" and artifacts == {"metrics.json"}
 
 
 def test_int8_export_keeps_its_accuracy_and_the_report_is_exact(int8_export: Path, eval_top1: float) -> None:
@@ -216,6 +275,23 @@ def test_predict_single_images_names_the_class(best_ckpt: Path, digits_root: Pat
     assert [r["class"] for r in firsts] == ["0", "4", "7"]
     assert all(0.0 <= float(r["prob"]) <= 1.0 for r in rows)
     assert all(float(r["prob"]) > 0.5 for r in firsts)
+    # the console answers too: a line per image with its top-k, up to infer.print_limit
+    console = [line.split(" - ", 1)[1] for line in (result.stdout + result.stderr).splitlines() if ".png: " in line]
+    assert [line.split(": ", 1)[0] for line in console] == [str(path) for path in images]
+    for line, path in zip(console, images, strict=True):
+        shown = line.split(": ", 1)[1].split("  ")
+        written = [r for r in rows if r["file"] == str(path)]
+        assert [guess.split(" ")[0] for guess in shown] == [r["class"] for r in written]
+        assert [float(guess.split(" ")[1]) for guess in shown] == pytest.approx(
+            [float(r["prob"]) for r in written], abs=6e-4
+        )
+    limited = run_cli(
+        "task=infer", SIZE, f"infer.model={export_dir / 'effnetv2_b0.onnx'}", f"infer.input={listing}",
+        "infer.print_limit=2", f"hydra.run.dir={tmp_path / 'limited'}",
+    )  # fmt: skip
+    output = limited.stdout + limited.stderr
+    assert sum(".png: " in line for line in output.splitlines()) == 2
+    assert "... and 1 more image (infer.print_limit=2)" in output
     single = tmp_path / "single"
     result = run_cli(
         "task=infer", SIZE, f"infer.model={export_dir / 'effnetv2_b0.onnx'}", f"infer.input={images[1]}",

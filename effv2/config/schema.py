@@ -169,7 +169,7 @@ class DecodeMode(Enum):
 
 
 class WorkerKind(Enum):
-    auto = "auto"  # threads (measured fastest here: see README, data pipeline)
+    auto = "auto"  # threads (measured fastest here: docs/data.md)
     thread = "thread"
     process = "process"
 
@@ -260,7 +260,7 @@ class DataConfig:
     # the folder holding <split>.manifest.npz, each split's listing (local or remote); null:
     # $EFFV2_CACHE/manifests/<hash of the split's location>/
     manifest: Optional[str] = None
-    # how the launching process checks an existing manifest against the folder (README)
+    # how the launching process checks an existing manifest against the folder (docs/data.md)
     manifest_check: ManifestCheck = ManifestCheck.listing
     # an image that fails to decode: train on a substitute (the next image of the split that
     # decodes; logged once, counted per epoch) and leave it out of evaluation, or stop naming it
@@ -269,7 +269,7 @@ class DataConfig:
     # (fsspec's simplecache, under $EFFV2_CACHE/remote) instead of downloading it every epoch;
     # packed shards: keep the fetched shards there for later runs instead of a temporary folder
     remote_cache: bool = False
-    # training images: decode=fast trades exactness for decode time on large crops (README)
+    # training images: decode=fast trades exactness for decode time on large crops (docs/data.md)
     decode: DecodeMode = DecodeMode.exact
     # training: hand RandAugment's uint8 HWC output to the compiled step, which normalises and
     # transposes it (4x fewer bytes per image, no host normalisation; the same bits on CPU). Only where
@@ -359,7 +359,7 @@ class HardwareConfig:
     sync_bn: bool = False
     num_workers: int = 2
     # reuse compiled graphs across runs of the very same configuration (MindSpore's compile
-    # cache, one folder per configuration under $EFFV2_CACHE/compile; see README)
+    # cache, one folder per configuration under $EFFV2_CACHE/compile; docs/training.md, CPU speed)
     compile_cache: bool = False
     # CPU only: effv2's own kernels (effv2/kernels, compiled once per machine at first use): the
     # fused SiLU and oneDNN depthwise and regular convolutions on threads; MindSpore's operators
@@ -506,7 +506,7 @@ class ExportConfig:
     # top-1 it loses on the whole val split
     quantize: Quantize = Quantize.none
     calibration_images: int = 256
-    # percentile (99.999 %): the best top-1 of the four on the demo (README)
+    # percentile (99.999 %): the best top-1 of the four on the demo (docs/deployment.md)
     calibration_method: CalibrationMethod = CalibrationMethod.percentile
     # per-channel weight scales: the folded depthwise kernels' ranges differ widely over channels
     per_channel: bool = True
@@ -540,8 +540,8 @@ class InferConfig:
 
 @dataclass
 class ConvertConfig:
-    # an official TensorFlow checkpoint prefix (.../model for model.index + model.data-*), or a
-    # timm tf_efficientnetv2_* state dict (.safetensors, .pth, .bin)
+    # an official TensorFlow checkpoint prefix (.../model for model.index + model.data-*), a timm
+    # tf_efficientnetv2_* state dict (.safetensors, .pth, .bin) or a seed (ModelZoo) .ckpt
     source: Optional[str] = None
     # the EMA weights (<name>/ExponentialMovingAverage, or timm's state_dict_ema) or the raw ones
     weights: ConvertWeights = ConvertWeights.ema

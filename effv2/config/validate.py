@@ -52,6 +52,10 @@ def validate(cfg: RunConfig) -> None:
         _progressive(cfg)
     if task in ("export", "infer"):
         _export(cfg.export, cfg.data)
+    if task == "infer":
+        require_positive("infer.top_k", cfg.infer.top_k)
+        if cfg.infer.print_limit < 0:
+            raise UserError(f"infer.print_limit={cfg.infer.print_limit} must be >= 0 (0: the summary line alone)")
 
 
 def validate_data(data: DataConfig, sizes_used: bool = True) -> None:

@@ -1,6 +1,7 @@
-"""task=convert: an official TensorFlow checkpoint or a timm ``tf_efficientnetv2_*`` state dict
--> an effv2 MindSpore checkpoint plus a JSON report. Every tensor is accounted for: missing,
-unexpected and shape-mismatched ones are listed and nothing is written."""
+"""task=convert: an official TensorFlow checkpoint, a timm ``tf_efficientnetv2_*`` state dict or
+a seed (MindSpore ModelZoo) ``.ckpt`` -> an effv2 MindSpore checkpoint plus a JSON report. Every
+tensor is accounted for: missing, unexpected and shape-mismatched ones are listed and nothing is
+written."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from effv2.checkpoints import BOOKKEEPING, mismatch_listing, model_entries, save_atomic
-from effv2.conversion.names import Source, official_tf_names, timm_names
+from effv2.conversion.names import Source, official_tf_names, seed_names, timm_names
+from effv2.conversion.seed import is_seed_layout, require_seed_blocks, seed_model_tensors
 from effv2.conversion.tensor_bundle import TensorBundle
 from effv2.errors import UserError
 from effv2.models import EfficientNetV2, get_variant
@@ -92,6 +94,28 @@ def _timm_reader(source: str, use_ema: bool) -> tuple[_Reader, dict[str, str], b
     return reader, {"format": "timm"}, used_ema
 
 
+def _seed_reader(source: str) -> tuple[_Reader, dict[str, Any]]:
+    import mindspore as ms
+
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise UserError(f"convert.source={source!r} does not exist or is not a file")
+    try:
+        params = ms.load_checkpoint(str(path))
+    except (ValueError, RuntimeError, TypeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"convert.source={source!r} is not a MindSpore checkpoint ({first})") from None
+    if not is_seed_layout(params):
+        hint = " (an effv2 checkpoint: use it as ckpt= or model.pretrained=)" if "stem.conv.weight" in params else ""
+        raise UserError(
+            f"convert.source={source!r} is a MindSpore checkpoint without the seed's layout (no features.0.0.weight)"
+            + hint
+        )
+    tensors, ignored = seed_model_tensors(params)
+    reader = _Reader(set(tensors), lambda name: tensors[name].asnumpy(), lambda name: tuple(tensors[name].shape))
+    return reader, {"format": "modelzoo", "training_state_ignored": ignored}
+
+
 def _classes(reader: _Reader, classifier: Source, suffix: str, axis: int) -> int:
     name = classifier.name + suffix
     return int(reader.shape(name)[axis]) if name in reader.names else 1000
@@ -101,7 +125,15 @@ def convert(source: str, variant: str, use_ema: bool, output: Path) -> dict[str,
     """Convert ``source`` for ``variant`` into ``output`` (.ckpt) and ``<output>.json``."""
     get_variant(variant)
     is_timm = str(source).endswith(_TIMM_SUFFIXES)
-    if is_timm:
+    is_seed = str(source).endswith(".ckpt")
+    if is_seed:
+        reader, report = _seed_reader(source)
+        suffix, mapping_for, used_ema = "", seed_names, False
+        if use_ema:
+            log.info("the seed's checkpoints hold no EMA copy of the weights: converting its weights")
+        classes = _classes(reader, Source("classifier.weight"), "", axis=0)
+        require_seed_blocks(EfficientNetV2(get_variant(variant), num_classes=classes), f"convert.source={source!r}")
+    elif is_timm:
         reader, report, used_ema = _timm_reader(source, use_ema)
         suffix, mapping_for = "", timm_names
         classes = _classes(reader, Source("classifier.weight"), "", axis=0)
@@ -131,7 +163,8 @@ def convert(source: str, variant: str, use_ema: bool, output: Path) -> dict[str,
         values[ours] = value
     used = {src.name + suffix for src in mapping.values()}
     # the other copy of each tensor (raw beside EMA, or EMA beside raw) is expected, not unexpected
-    twins = {src.name + (EMA_SUFFIX if not suffix else "") for src in mapping.values()} if not is_timm else set()
+    tf = not (is_timm or is_seed)
+    twins = {src.name + (EMA_SUFFIX if not suffix else "") for src in mapping.values()} if tf else set()
     unexpected = sorted(reader.names - used - twins)
     listing = mismatch_listing(missing, unexpected, mismatched)
     if listing:
@@ -146,7 +179,7 @@ def convert(source: str, variant: str, use_ema: bool, output: Path) -> dict[str,
         num_classes=classes,
         tensors=len(values),
         weights="ema" if used_ema else "raw",
-        source=str(Path(source).expanduser().resolve()) if is_timm else str(Path(source).expanduser()),
+        source=str(Path(source).expanduser().resolve()) if not tf else str(Path(source).expanduser()),
         output=str(output),
     )
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""Where each effv2 parameter lives in the official TensorFlow checkpoints and in timm's
-``tf_efficientnetv2_*`` state dicts, and how its layout differs.
+"""Where each effv2 parameter lives in the official TensorFlow checkpoints, in timm's
+``tf_efficientnetv2_*`` state dicts and in the seed's (MindSpore ModelZoo) checkpoints, and how
+its layout differs.
 
 Official (google/automl efficientnetv2, Keras layers named in creation order inside a block):
   stem/conv2d, stem/tpu_batch_normalization; blocks_<k>/...; head/conv2d,
@@ -17,6 +18,10 @@ timm (``efficientnet.py``, PyTorch layouts: OIHW, depthwise C 1 H W, Linear [out
   expansion, "EdgeResidual"), {conv, bn1} (expansion 1, "ConvBnAct"),
   {conv_pw, bn1, conv_dw, bn2, se.conv_reduce, se.conv_expand, conv_pwl, bn3} (MBConv);
   conv_head, bn2, classifier.
+
+The seed (MindSpore ModelZoo ``official/cv/EfficientNetV2``, read line by line: MindSpore layouts,
+as effv2's): features.0 (stem: conv, BN), features.<k+1>.conv.<j> per block (:data:`_SEED_LAYERS`;
+SE as two biased 1x1 convolutions in ``conv.6.fc``), conv.{0,1} (head), classifier.
 """
 
 from __future__ import annotations
@@ -128,6 +133,50 @@ def timm_names(net: EfficientNetV2) -> dict[str, Source]:
                 mapping[f"{ours}.se.{ours_se}.bias"] = Source(f"{prefix}.se.{theirs}.bias")
     mapping["head.conv.weight"] = Source("conv_head.weight")
     mapping.update({f"head.bn.{a}": Source(f"bn2.{t}") for a, t in _TIMM_BN.items()})
+    mapping["classifier.weight"] = Source("classifier.weight")
+    mapping["classifier.bias"] = Source("classifier.bias")
+    return mapping
+
+
+# the seed's model file (ModelZoo official/cv/EfficientNetV2/src/models/effnetv2.py): each block
+# is one SequentialCell ``conv``; where each of effv2's layers sits in it, by block kind
+_SEED_LAYERS = {
+    "fused_no_expand": [("project", 0, 1)],  # 3x3 conv, BN, SiLU
+    "fused": [("expand", 0, 1), ("project", 3, 4)],  # 3x3 conv, BN, SiLU, 1x1 conv, BN
+    "mbconv_se": [("expand", 0, 1), ("dw", 3, 4), ("project", 7, 8)],  # ..., SELayer at 6, ...
+}
+_SEED_SE = 6  # SELayer's index in an MBConv; its ``fc`` holds reduce (0) and expand (2) with biases
+
+
+def seed_block_kind(block: FusedMBConv | MBConv) -> str | None:
+    """The seed's layout for ``block``, or None where the seed has no such block (it builds
+    MBConv always with expansion and SE, Fused-MBConv always without SE)."""
+    if isinstance(block, FusedMBConv) and not block.has_se:
+        return "fused" if block.has_expand else "fused_no_expand"
+    if isinstance(block, MBConv) and block.has_expand and block.has_se:
+        return "mbconv_se"
+    return None
+
+
+def seed_names(net: EfficientNetV2) -> dict[str, Source]:
+    """effv2 parameter name -> the seed's MindSpore parameter name (same layouts): stem
+    ``features.0.{0,1}``, block k ``features.<k+1>.conv.<j>``, head ``conv.{0,1}``, ``classifier``."""
+
+    def conv_bn(ours: str, conv: str, bn: str) -> dict[str, Source]:
+        return _conv_bn(ours, Source(f"{conv}.weight"), f"{bn}.", {a: a for a in _TF_BN})
+
+    mapping = conv_bn("stem", "features.0.0", "features.0.1")
+    for k, block in enumerate(net.blocks):
+        kind = seed_block_kind(block)
+        assert kind is not None, f"block {k} has no counterpart in the seed's model file"
+        prefix = f"features.{k + 1}.conv"
+        for name, conv, bn in _SEED_LAYERS[kind]:
+            mapping.update(conv_bn(f"blocks.{k}.{name}", f"{prefix}.{conv}", f"{prefix}.{bn}"))
+        if block.has_se:
+            for ours_se, index in (("reduce", 0), ("expand", 2)):
+                for part in ("weight", "bias"):
+                    mapping[f"blocks.{k}.se.{ours_se}.{part}"] = Source(f"{prefix}.{_SEED_SE}.fc.{index}.{part}")
+    mapping.update(conv_bn("head", "conv.0", "conv.1"))
     mapping["classifier.weight"] = Source("classifier.weight")
     mapping["classifier.bias"] = Source("classifier.bias")
     return mapping

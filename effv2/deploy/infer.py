@@ -49,9 +49,8 @@ def _class_names(cfg: RunConfig, exported: ExportedModel) -> list[str]:
 
 
 def _write_predictions(
-    cfg: RunConfig, run_dir: Path, inputs: InferInputs, logits: np.ndarray, names: list[str]
+    cfg: RunConfig, run_dir: Path, inputs: InferInputs, predictions: list[list[dict[str, Any]]]
 ) -> Path:
-    predictions = top_k_predictions(logits, names, cfg.infer.top_k)
     records = [{"file": str(path), "top_k": top} for path, top in zip(inputs.files, predictions, strict=True)]
     if cfg.infer.output_format.name == "json":
         out = run_dir / "predictions.json"
@@ -65,6 +64,16 @@ def _write_predictions(
                 for rank, guess in enumerate(record["top_k"], start=1):
                     writer.writerow([record["file"], rank, guess["class"], guess["index"], f"{guess['prob']:.6f}"])
     return out
+
+
+def _print_predictions(files: list[Path], predictions: list[list[dict[str, Any]]], limit: int) -> None:
+    """One console line per image, its top-k classes with their probabilities, for the first
+    ``limit`` images (the task's summary line names the file that holds them all)."""
+    for path, top in zip(files[:limit], predictions[:limit], strict=True):
+        log.info("%s: %s", path, "  ".join(f"{guess['class']} {guess['prob']:.3f}" for guess in top))
+    if len(files) > limit:
+        more = len(files) - limit
+        log.info("... and %d more %s (infer.print_limit=%d)", more, "image" if more == 1 else "images", limit)
 
 
 def infer(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -96,7 +105,9 @@ def infer(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         options = {"provider": cfg.infer.provider.name, "batch_size": cfg.infer.batch_size}
         predictor = Predictor.from_export(exported, class_names=names, data=cfg.data, **options)
         logits = predictor.logits(inputs.files)
-    out = _write_predictions(cfg, run_dir, inputs, logits, names)
+    predictions = top_k_predictions(logits, names, cfg.infer.top_k)
+    out = _write_predictions(cfg, run_dir, inputs, predictions)
+    _print_predictions(inputs.files, predictions, cfg.infer.print_limit)
     summary: dict[str, Any] = {"backend": backend_name, "model": str(model), "images": len(inputs.files)}
     if inputs.labels is not None:
         labels = np.asarray(inputs.labels)

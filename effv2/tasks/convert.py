@@ -1,5 +1,5 @@
-"""task=convert: an official TensorFlow checkpoint or a timm state dict into an effv2 checkpoint;
-returns the number of tensors converted."""
+"""task=convert: an official TensorFlow checkpoint, a timm state dict or a seed (ModelZoo) .ckpt
+into an effv2 checkpoint; returns the number of tensors converted."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from effv2.storage.location import is_remote, join, local_path
 
 def run(cfg: RunConfig, run_dir: Path) -> float:
     if not cfg.convert.source:
-        raise UserError("task=convert needs convert.source=<TF checkpoint prefix, .safetensors or .pth file>")
+        raise UserError(
+            "task=convert needs convert.source=<TF checkpoint prefix, timm .safetensors / .pth, or seed .ckpt file>"
+        )
     variant = cfg.model.name
     target = cfg.convert.output
     if is_remote(target):  # written into the run folder, then uploaded with its report

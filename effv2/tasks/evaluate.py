@@ -13,7 +13,9 @@ from effv2.kernels import cpu_kernels_wanted
 from effv2.launch import ranks
 from effv2.models import EfficientNetV2, build_model
 from effv2.models.cpu_kernels import use_cpu_kernels
+from effv2.tracking.base import TaskResult
 from effv2.tracking.epoch_log import write_json
+from effv2.tracking.task_run import record_task
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,9 @@ def run(cfg: RunConfig, run_dir: Path) -> float:
     }
     if ranks.current().is_main:
         write_json(run_dir / "metrics.json", payload)
+        metrics = {key: float(payload[key]) for key in ("val_top1", "val_top5", "images", "bad_images")}
+        params = {"checkpoint": payload["ckpt"], "weights": meta["weights"], "eval_size": str(cfg.data.eval_size)}
+        record_task(cfg, run_dir, TaskResult("eval", metrics, params, [run_dir / "metrics.json"]))
     left_out = f" ({val['bad_images']} bad images left out)" if val["bad_images"] else ""
     log.info(
         "eval %s (%s weights): top-1 %.2f  top-5 %.2f over %d images%s; run folder %s",

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from effv2.config.schema import RunConfig
 from effv2.deploy.export import export_checkpoint
+from effv2.deploy.exported import ExportedModel
+from effv2.tracking.base import TaskResult
+from effv2.tracking.task_run import record_task
 
 log = logging.getLogger(__name__)
 
@@ -35,4 +38,27 @@ def run(cfg: RunConfig, run_dir: Path) -> float:
             quantization["fp32"]["top5"], quantization["top1_agreement"], quantization["latency_batch"],
             quantization["int8_latency_ms"], quantization["fp32_latency_ms"],
         )  # fmt: skip
+    record_task(cfg, run_dir, export_result(exported, run_dir))
     return float(diff or 0.0)
+
+
+def export_result(exported: ExportedModel, run_dir: Path) -> TaskResult:
+    """The export's parity, file sizes and INT8 report for the loggers, its reports as artifacts."""
+    report = exported.report
+    metrics = {"bytes": float(report["bytes"])}
+    for key in ("max_abs_diff", "top1_agreement"):
+        if report.get(key) is not None:  # AIR has no parity check
+            metrics[key] = float(report[key])
+    quantization = report.get("quantization")
+    if quantization:
+        fp32 = Path(quantization["fp32_file"])
+        metrics |= {
+            "fp32_bytes": float(fp32.stat().st_size), "fp32_top1": quantization["fp32"]["top1"],
+            "int8_top1": quantization["int8"]["top1"], "int8_top5": quantization["int8"]["top5"],
+            "int8_top1_drop": quantization["top1_drop"], "int8_top1_agreement": quantization["top1_agreement"],
+            "fp32_latency_ms": quantization["fp32_latency_ms"], "int8_latency_ms": quantization["int8_latency_ms"],
+        }  # fmt: skip
+    params = {key: str(report[key]) for key in ("format", "file", "checkpoint", "weights", "dynamic_batch")}
+    if quantization:
+        params |= {"int8_scheme": quantization["scheme"], "calibration": quantization["calibration_method"]}
+    return TaskResult("export", metrics, params, sorted(run_dir.glob("*.export.json")))

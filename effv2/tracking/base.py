@@ -62,7 +62,13 @@ class RunContext:
             choices = {k: str(v) for k, v in hydra.runtime.choices.items() if not k.startswith("hydra/")}
             if multirun:
                 job_name = f"{hydra.job.num}: {hydra.job.override_dirname}"
+        task = str(getattr(cfg.task.name, "name", cfg.task.name))
+        subject = _subject(cfg, task)
+        if task != "train" and not multirun:
+            job_name = f"{task} {Path(subject).name}" if subject else task
         tags = {
+            "task": task,
+            **({"checkpoint": subject} if subject else {}),
             "variant": str(cfg.model.name),
             "hardware": str(cfg.hardware.name),
             "experiment": choices.get("experiment", ""),
@@ -77,6 +83,15 @@ class RunContext:
             job_name=job_name,
             tags=tags,
         )
+
+
+def _subject(cfg: Any, task: str) -> str:
+    """What a task ran on, for its run's name: the checkpoint (or the exported model infer read)."""
+    if task == "infer" and cfg.infer.model:
+        return str(cfg.infer.model)
+    if task == "convert":
+        return str(cfg.convert.source or "")
+    return str(cfg.ckpt or "")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -132,6 +147,21 @@ class Logger:
     def finish(self, final: dict[str, Any] | None, status: RunStatus) -> None:
         """Close; ``final``: the run's final metrics (None when it did not finish)."""
 
+    def log_result(self, result: TaskResult) -> None:
+        """What an eval, export or infer run found (effv2.tracking.task_run), once, between
+        start() and finish()."""
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The outcome of a task other than training: its metrics (accuracy, parity, INT8 drop, file
+    sizes), params (what it ran on: checkpoint, format, backend) and files to keep (reports)."""
+
+    task: str
+    metrics: dict[str, float]
+    params: dict[str, str] = field(default_factory=dict)
+    artifacts: list[Path] = field(default_factory=list)
+
 
 class Loggers(Logger):
     """The loggers of one run, called in turn; one that fails on close does not stop the others."""
@@ -157,6 +187,10 @@ class Loggers(Logger):
 
     def state(self) -> dict[str, Any]:
         return {k: v for logger in self.loggers for k, v in logger.state().items()}
+
+    def log_result(self, result: TaskResult) -> None:
+        for logger in self.loggers:
+            logger.log_result(result)
 
     def finish(self, final: dict[str, Any] | None, status: RunStatus) -> None:
         for logger in self.loggers:

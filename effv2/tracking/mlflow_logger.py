@@ -1,7 +1,9 @@
-"""logger=mlflow: one MLflow run per training run, through ``MlflowClient`` (no global state).
+"""logger=mlflow: one MLflow run per training, eval, export or infer run, through ``MlflowClient``
+(no global state).
 
-Params are the flattened composed config, metrics the epoch rows at their global step, tags the
-variant, hardware, experiment option, data and run folder; curves.png, metrics.json and
+Params are the flattened composed config, metrics the epoch rows at their global step (a task's
+result at step 0, its own params as ``<task>.<name>``, its report as an artifact), tags the task,
+checkpoint, variant, hardware, experiment option, data and run folder; curves.png, metrics.json and
 optionally best.ckpt become artifacts when the run ends. The store is ``logger.mlflow.tracking_uri``,
 else ``$MLFLOW_TRACKING_URI``, else SQLite in the run folder (``mlflow/``; in a multirun the sweep
 folder's, so the jobs are runs of one experiment named after the sweep). A resumed run continues
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from effv2.config.schema import MLflowLoggerConfig
-from effv2.tracking.base import Logger, ResumePoint, RunContext, RunStatus, numeric, require
+from effv2.tracking.base import Logger, ResumePoint, RunContext, RunStatus, TaskResult, numeric, require
 
 STORE_FOLDER = "mlflow"
 DEFAULT_EXPERIMENT = "effv2"
@@ -150,6 +152,17 @@ class MLflowLogger(Logger):
     def log_epoch(self, step: int, row: dict[str, Any]) -> None:
         self._log_metrics(step, numeric(row))
         self.last_step = step
+
+    def log_result(self, result: TaskResult) -> None:
+        from mlflow.entities import Param
+
+        params = [Param(f"{result.task}.{k}", str(v)[:_PARAM_LENGTH]) for k, v in result.params.items()]
+        for first in range(0, len(params), _PARAMS_PER_CALL):
+            self.client.log_batch(self.run_id, params=params[first : first + _PARAMS_PER_CALL])
+        self._log_metrics(0, result.metrics)
+        for path in result.artifacts:
+            if path.is_file():
+                self.client.log_artifact(self.run_id, str(path))
 
     def state(self) -> dict[str, Any]:
         if self.run_id is None:

@@ -5,7 +5,9 @@ Scalars are at the global optimizer step: ``train/loss`` and ``train/lr`` every
 image size) at each epoch's last step; the composed config as text; the hyperparameters with
 the final metrics (TensorBoard's HPARAMS tab) when the run finishes. A resumed run copies the
 event files of the run it continues and writes on with ``purge_step``: TensorBoard drops what the
-interrupted run logged after the checkpoint, so every step appears once.
+interrupted run logged after the checkpoint, so every step appears once. An eval, export or
+infer run writes its result as ``<task>/<metric>`` scalars and a ``<task>/params`` text at step
+0 in its own run folder's events.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import shutil
 from typing import Any
 
 from effv2.config.schema import TensorBoardLoggerConfig
-from effv2.tracking.base import Logger, ResumePoint, RunContext, RunStatus, numeric, require
+from effv2.tracking.base import Logger, ResumePoint, RunContext, RunStatus, TaskResult, numeric, require
 
 FOLDER = "tensorboard"
 EPOCH_SCALARS = (
@@ -69,6 +71,12 @@ class TensorBoardLogger(Logger):
                 self.writer.add_scalar(f"epoch/{key}", values[key], step)
         self.writer.add_scalar("epoch/epoch", values["epoch"], step)
         self.unsaved = True
+
+    def log_result(self, result: TaskResult) -> None:
+        for key, value in result.metrics.items():
+            self.writer.add_scalar(f"{result.task}/{key}", value, 0)
+        lines = [f"- {key}: {value}" for key, value in result.params.items()]
+        self.writer.add_text(f"{result.task}/params", "\n".join(lines) or "-", 0)
 
     def state(self) -> dict[str, Any]:
         # a checkpoint follows: what was logged up to it must be on disk (and mirrored) first, or a

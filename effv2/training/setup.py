@@ -14,8 +14,8 @@ import mindspore.dataset as ds
 import numpy as np
 from mindspore import nn
 
-from effv2.checkpoints import load_pretrained
 from effv2.config.schema import DataConfig, RunConfig
+from effv2.conversion.seed import load_pretrained_weights
 from effv2.data.bad_images import BadImageLog
 from effv2.data.pipeline import LoadedSplit, build_eval_split, open_train_split
 from effv2.data.sharding import BatchPlan
@@ -140,7 +140,7 @@ def _normalise_on_device(data: DataConfig, schedule: list[Stage]) -> bool:
 
 
 def _load_pretrained(net: nn.Cell, path: str) -> None:
-    meta = load_pretrained(net, path)
+    meta = load_pretrained_weights(net, path)
     log.info("pretrained weights (%s) from %s", meta["weights"], path)
     if meta["reinitialised_classifier"]:
         log.info(
