@@ -1,6 +1,6 @@
 """The training recipes side by side, read from the composed presets (what ``python run.py
 experiment=<x> --cfg job`` shows): ``python -m effv2.recipes`` prints the Markdown table
-that README.md carries, and tests/test_recipes.py checks every value against the official code."""
+that docs/configuration.md carries, and tests/test_recipes.py checks every value against the official code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The layout shows the architecture (README "Layout"): read from the source itself, every
+"""The layout shows the architecture (docs/layout.md): read from the source itself, every
 import statement of every module, at any depth (imports inside functions count, as they run)."""
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ def test_a_manifest_of_another_split_is_not_taken_for_this_one(photos: Path, tmp
 
 def test_a_manifest_of_imagenets_size_loads_within_a_bound(tmp_path: Path) -> None:
     """A synthetic 1,281,167-entry manifest, written and loaded in a fresh process (bench_open's
-    measurement, which the README quotes)."""
+    measurement, which docs/data.md quotes)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_open import manifest_rss
 

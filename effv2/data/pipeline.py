@@ -78,7 +78,7 @@ def _rows(split: ImageSplit, indices: list[int], record_to: Path | None = None) 
 def resolve_worker_kind(kind: WorkerKind | str) -> str:
     """``auto`` -> threads: with the compiled kernels and simplejpeg an image holds the GIL for
     a small share of its time, and threads then deliver as many images per second as processes
-    without copying every batch through shared memory (benchmarks/bench_data.py; README)."""
+    without copying every batch through shared memory (benchmarks/bench_data.py; docs/data.md)."""
     try:
         kind = WorkerKind(kind)
     except ValueError:
