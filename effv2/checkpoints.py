@@ -79,15 +79,16 @@ def save_atomic(entries: dict[str, Parameter], path: Path, metadata: dict[str, A
             tmp.unlink()
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, Any]]:
-    """(parameters, metadata) of a checkpoint file, with one-line errors for bad paths."""
+def read_checkpoint(path: str | Path, key: str = "ckpt") -> tuple[dict, dict[str, Any]]:
+    """(parameters, metadata) of a checkpoint file, with one-line errors for bad paths naming the
+    config ``key`` that gave it."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"ckpt={str(path)!r} does not exist or is not a file")
+        raise UserError(f"{key}={str(path)!r} does not exist or is not a file")
     try:
         params = ms.load_checkpoint(str(path))
     except (ValueError, RuntimeError, TypeError) as exc:
-        raise UserError(f"ckpt={str(path)!r} is not a MindSpore checkpoint ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{key}={str(path)!r} is not a MindSpore checkpoint ({str(exc).splitlines()[0]})") from None
     meta = params.pop(META_KEY, None)
     return params, json.loads(str(meta)) if meta is not None else {}
 

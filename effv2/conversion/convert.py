@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from effv2.checkpoints import BOOKKEEPING, mismatch_listing, model_entries, save_atomic
+from effv2.checkpoints import BOOKKEEPING, mismatch_listing, model_entries, read_checkpoint, save_atomic
 from effv2.conversion.names import Source, official_tf_names, seed_names, timm_names
 from effv2.conversion.seed import is_seed_layout, require_seed_blocks, seed_model_tensors
 from effv2.conversion.tensor_bundle import TensorBundle
@@ -95,16 +95,7 @@ def _timm_reader(source: str, use_ema: bool) -> tuple[_Reader, dict[str, str], b
 
 
 def _seed_reader(source: str) -> tuple[_Reader, dict[str, Any]]:
-    import mindspore as ms
-
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise UserError(f"convert.source={source!r} does not exist or is not a file")
-    try:
-        params = ms.load_checkpoint(str(path))
-    except (ValueError, RuntimeError, TypeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"convert.source={source!r} is not a MindSpore checkpoint ({first})") from None
+    params, _ = read_checkpoint(source, key="convert.source")
     if not is_seed_layout(params):
         hint = " (an effv2 checkpoint: use it as ckpt= or model.pretrained=)" if "stem.conv.weight" in params else ""
         raise UserError(
