@@ -150,6 +150,8 @@ class Trainer:
             segment_end = min(end, stage.end_step)
             waited += self._train_steps(epoch, step, segment_end, bar)
             step = segment_end
+        if self.stage is None:  # resumed at an epoch whose every step was done (stopped on its last one)
+            self._enter_stage(stage_of(self.schedule, end - 1))
         bar.close()
         seconds = time.perf_counter() - started
         trained = (progress.steps_done - steps_at_start) * self.global_batch  # over all ranks
