@@ -112,6 +112,10 @@ def print_plan(cfg: RunConfig, run_dir: Path) -> float:
     return 0.0
 
 
+# msrun's line for a worker that exited with an error: its pid and exit code
+MSRUN_WORKER_EXIT = re.compile(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)")
+
+
 def _failed_rank(run_dir: Path, output: str, ranks: list[int]) -> str:
     """Name the rank that failed first: msrun reports the pid of the first worker that exited
     (it then kills the others), which the ranks' status files map to a rank."""
@@ -121,7 +125,7 @@ def _failed_rank(run_dir: Path, output: str, ranks: list[int]) -> str:
         if status.exists():
             pids[json.loads(status.read_text())["pid"]] = rank
     for line in output.splitlines():
-        match = re.search(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)", line)
+        match = MSRUN_WORKER_EXIT.search(line)
         if match and int(match.group(1)) in pids:
             rank = pids[int(match.group(1))]
             return f"rank {rank} exited with code {match.group(2)}; see {run_dir / 'ranks' / f'worker_{rank}.log'}"
@@ -208,7 +212,7 @@ def _exits_seen_by_msrun(run_dir: Path, node: int) -> list[int]:
         output = (run_dir / "ranks" / f"msrun_node{node}.log").read_text(errors="replace")
     except OSError:
         return []
-    return [int(pid) for pid in re.findall(r"Worker process (\d+) exit with exception", output)]
+    return [int(match.group(1)) for match in MSRUN_WORKER_EXIT.finditer(output)]
 
 
 def _alive(pid: object) -> bool:

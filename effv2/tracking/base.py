@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from effv2.config.schema import choice_name
 from effv2.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class RunContext:
             choices = {k: str(v) for k, v in hydra.runtime.choices.items() if not k.startswith("hydra/")}
             if multirun:
                 job_name = f"{hydra.job.num}: {hydra.job.override_dirname}"
-        task = str(getattr(cfg.task.name, "name", cfg.task.name))
+        task = choice_name(cfg.task.name)
         subject = _subject(cfg, task)
         if task != "train" and not multirun:
             job_name = f"{task} {Path(subject).name}" if subject else task
