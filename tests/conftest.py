@@ -25,6 +25,26 @@ REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 
 
+# The files whose tests read the suite's trained runs (the session fixtures `runs`,
+# `trained_run`, `best_ckpt`, `eval_run`: about three minutes of training together) go to one
+# pytest-xdist worker (pyproject: -n 2), which builds them once; every other file goes to a worker
+# as a whole, its module fixtures built once.
+SHARED_TRAINED_RUNS = {"test_data_parallel", "test_deploy", "test_multinode", "test_run_cli", "test_slurm"}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    # xdist's own loadgroup marks do not reach pytest 9.2's node ids (xdist 3.8 rewrites
+    # Item._nodeid, which pytest 9.2 no longer reads), so the grouping is a scheduler's scope
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "trained runs" if Path(module).stem in SHARED_TRAINED_RUNS else module
+
+    return SharedFixtureScheduling(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _mindspore_on_cpu() -> None:
     """The device is fixed once per process, before any test runs a kernel."""
