@@ -1,7 +1,9 @@
-"""effv2's CPU kernels against MindSpore's operators, one op at a time: forward + backward of
-``sum(silu(x) * dy)`` in a compiled graph at EfficientNetV2 activation shapes, for MindSpore's
+"""effv2's CPU kernels against MindSpore's operators, one op at a time, forward + backward in a
+compiled graph at EfficientNetV2 activation shapes. SiLU: ``sum(silu(x) * dy)`` for MindSpore's
 ``ops.silu`` (what the network runs without effv2's kernels), Sigmoid x Mul, and the fused AOT
-kernel (effv2/kernels/silu.cc). Alternating rounds, medians, ratios to ``ops.silu``.
+kernel (effv2/kernels/silu.cc). SE gate: ``sum(x * sigmoid(s) * dy)``, s one value per sample and
+channel, gradients for x and s, MindSpore's Sigmoid and broadcasting Mul against the fused kernel
+(effv2/kernels/channel_gate.cc). Alternating rounds, medians, ratios to MindSpore's operator.
 
     python benchmarks/bench_kernels.py --batch 8
 """
@@ -20,6 +22,10 @@ from common import cpu_name, interleaved_medians, write_results  # noqa: E402
 SHAPES = ((24, 64), (96, 32), (192, 16), (384, 14), (960, 8), (1280, 4))
 
 
+def _as_tuple(grads: object) -> tuple:
+    return grads if isinstance(grads, tuple) else (grads,)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8)
@@ -33,11 +39,12 @@ def main() -> None:
     from mindspore import Tensor, ops
 
     from effv2.models.activation import fused_silu
+    from effv2.models.gate import fused_gate
 
     ms.set_device("CPU")
-    fused = fused_silu()
-    if fused is None:
-        raise SystemExit("the fused SiLU kernel could not be built here (no C++ compiler?)")
+    fused, gate = fused_silu(), fused_gate()
+    if fused is None or gate is None:
+        raise SystemExit("the fused kernels could not be built here (no C++ compiler?)")
 
     def sigmoid_mul(x):
         return x * ops.sigmoid(x)
@@ -48,26 +55,45 @@ def main() -> None:
 
         return ms.jit(ms.value_and_grad(weighted, grad_position=0))
 
-    implementations = {"ops.silu (MindSpore)": ops.silu, "Sigmoid x Mul (MindSpore)": sigmoid_mul,
-                       "fused AOT kernel (effv2)": fused}  # fmt: skip
+    def gate_gradient_step(gated):
+        def weighted(inputs, scale, sens):
+            return (gated(inputs, scale) * sens).sum()
+
+        return ms.jit(ms.value_and_grad(weighted, grad_position=(0, 1)))
+
+    def mindspore_gate(x, s):
+        return x * ops.sigmoid(s)
+
+    ops_under_test = {
+        "SiLU": {"ops.silu (MindSpore)": gradient_step(ops.silu),
+                 "Sigmoid x Mul (MindSpore)": gradient_step(sigmoid_mul),
+                 "fused AOT kernel (effv2)": gradient_step(fused)},
+        "SE gate": {"Sigmoid x broadcast Mul (MindSpore)": gate_gradient_step(mindspore_gate),
+                    "fused AOT kernel (effv2)": gate_gradient_step(gate)},
+    }  # fmt: skip
     rows = []
     for spec in args.shapes.split(","):
         channels, size = (int(v) for v in spec.split("x"))
         rng = np.random.default_rng(0)
         x = Tensor(rng.normal(0, 2, (args.batch, channels, size, size)).astype(np.float32))
         dy = Tensor(rng.normal(0, 1, x.shape).astype(np.float32))
-        steps = {name: gradient_step(silu) for name, silu in implementations.items()}
-        candidates = {name: lambda step=step, x=x, dy=dy: step(x, dy)[1].asnumpy() for name, step in steps.items()}
-        timings = interleaved_medians(candidates, args.repeats, warmup=2)
-        base = timings["ops.silu (MindSpore)"]["median_s"]
-        for name, timing in timings.items():
-            rows.append({"shape": [args.batch, channels, size, size], "implementation": name, **timing,
-                         "ratio_to_ops_silu": timing["median_s"] / base})  # fmt: skip
+        scale = Tensor(rng.normal(0, 2, (args.batch, channels, 1, 1)).astype(np.float32))
+        inputs = {"SiLU": (x, dy), "SE gate": (x, scale, dy)}
+        for op, implementations in ops_under_test.items():
+            # the gradients as arrays: one Tensor for SiLU's input, a tuple for the gate's two
+            args_of = inputs[op]
+            candidates = {name: lambda step=step, args_of=args_of: [g.asnumpy() for g in _as_tuple(step(*args_of)[1])]
+                          for name, step in implementations.items()}  # fmt: skip
+            timings = interleaved_medians(candidates, args.repeats, warmup=2)
+            base = next(iter(timings.values()))["median_s"]  # MindSpore's own operator comes first
+            for name, timing in timings.items():
+                rows.append({"op": op, "shape": [args.batch, channels, size, size], "implementation": name, **timing,
+                             "ratio_to_mindspore": timing["median_s"] / base})  # fmt: skip
         print(f"{spec} done", file=sys.stderr)
-    table = [["N,C,H,W", "implementation", "fwd+bwd ms", "x ops.silu"]]
+    table = [["op", "N,C,H,W", "implementation", "fwd+bwd ms", "x MindSpore"]]
     for row in rows:
-        table.append([",".join(map(str, row["shape"])), row["implementation"], f"{row['median_s'] * 1000:.2f}",
-                      f"{row['ratio_to_ops_silu']:.2f}"])  # fmt: skip
+        table.append([row["op"], ",".join(map(str, row["shape"])), row["implementation"],
+                      f"{row['median_s'] * 1000:.2f}", f"{row['ratio_to_mindspore']:.2f}"])  # fmt: skip
     write_results(Path(args.out), {"config": vars(args), "cpu": cpu_name(), "results": rows}, table)
 
 

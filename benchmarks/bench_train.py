@@ -44,6 +44,7 @@ KERNELS = (
     "mindspore",
     "cpu_kernels",
     "fused_silu",
+    "fused_gate",
     "sigmoid_mul",
     "onednn_depthwise",
     "onednn_depthwise+regular",
@@ -64,7 +65,11 @@ def _use_kernels(net, kernels: str) -> None:
     elif kernels == "fused_silu":
         if set_silu(net, fused_silu() or sys.exit("the fused SiLU cannot be built here")) == 0:
             sys.exit("no SiLU to replace")
-    elif kernels == "fused_silu+onednn_depthwise+regular":  # what cpu_kernels would run with regular convolutions
+    elif kernels == "fused_gate":
+        from effv2.models.gate import use_fused_gate
+
+        print(f"SE gate: {use_fused_gate(net)}", file=sys.stderr)
+    elif kernels == "fused_silu+onednn_depthwise+regular":  # cpu_kernels without the fused SE gate
         set_silu(net, fused_silu() or sys.exit("the fused SiLU cannot be built here"))
         _use_kernels(net, "onednn_depthwise+regular")
     elif kernels.startswith("onednn_"):
@@ -228,8 +233,8 @@ def main() -> None:
     parser.add_argument(
         "--kernels", default="mindspore,cpu_kernels",
         help=f"the kernels, one worker each (comma-separated, from {', '.join(KERNELS)}): MindSpore's "
-        "own (hardware.cpu_kernels=false), the product's default (cpu_kernels: fused SiLU + oneDNN depthwise and "
-        "regular convolutions), or one of effv2's kernels alone",
+        "own (hardware.cpu_kernels=false), the product's default (cpu_kernels: fused SiLU and SE gate + oneDNN "
+        "depthwise and regular convolutions), or one of effv2's kernels alone",
     )  # fmt: skip
     parser.add_argument("--worker", choices=["mindspore", "pytorch"], help=argparse.SUPPRESS)
     args = parser.parse_args()

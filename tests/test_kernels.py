@@ -15,9 +15,10 @@ from mindspore import Tensor, nn, ops
 
 from effv2.kernels.build import compiler, kernel_library, onednn_flags
 from effv2.models.activation import SigmoidMul, SiLU, fused_silu, use_fastest_silu
-from effv2.models.blocks import ConvBNAct
+from effv2.models.blocks import ConvBNAct, SqueezeExcite
 from effv2.models.convolution import OneDNNConv, OneDNNConv2d, conv_kind, onednn_conv_library
 from effv2.models.cpu_kernels import use_cpu_kernels
+from effv2.models.gate import fused_gate
 
 needs_compiler = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++ or $CXX) on this machine")
 needs_onednn = pytest.mark.skipif(
@@ -58,6 +59,43 @@ def test_fused_silu_equals_x_sigmoid_x_and_its_gradient(compiled: bool) -> None:
     np.testing.assert_allclose(dx, expected_dx, rtol=GRAD_RTOL, atol=ATOL)
     stock_y = ops.silu(Tensor(x)).asnumpy()
     np.testing.assert_allclose(y, stock_y, rtol=FORWARD_RTOL, atol=ATOL)
+
+
+def _gate_reference(x: np.ndarray, s: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, ...]:
+    x64, s64, dy64 = (a.astype(np.float64) for a in (x, s, dy))
+    gate = 1.0 / (1.0 + np.exp(-s64))
+    ds = (dy64 * x64).sum(axis=(2, 3), keepdims=True) * gate * (1.0 - gate)
+    return x64 * gate, dy64 * gate, ds
+
+
+@needs_compiler
+@pytest.mark.parametrize("compiled", [False, True], ids=["pynative", "graph"])
+def test_fused_se_gate_equals_x_sigmoid_s_and_its_gradients(compiled: bool) -> None:
+    rng = np.random.default_rng(0)
+    # 3 samples x 5 channels of 7x9 pixels (rows that are no multiple of a vector); s in the range
+    # the network sees, at the clamp's edges and beyond (no inf / nan)
+    x = rng.normal(0, 2, (3, 5, 7, 9)).astype(np.float32)
+    s = rng.normal(0, 4, (3, 5, 1, 1)).astype(np.float32)
+    s.reshape(-1)[:6] = [-120.0, -80.5, 0.0, 20.0, 80.5, 120.0]
+    dy = rng.normal(0, 1, x.shape).astype(np.float32)
+    gate = fused_gate()
+    assert gate is not None
+
+    def weighted_sum(inputs, scale, sens):
+        return (gate(inputs, scale) * sens).sum()
+
+    def forward_and_grads(inputs, scale, sens):
+        return gate(inputs, scale), *ms.grad(weighted_sum, grad_position=(0, 1))(inputs, scale, sens)
+
+    run = ms.jit(forward_and_grads) if compiled else forward_and_grads
+    y, dx, ds = (t.asnumpy() for t in run(Tensor(x), Tensor(s), Tensor(dy)))
+    expected_y, expected_dx, expected_ds = _gate_reference(x, s, dy)
+    np.testing.assert_allclose(y, expected_y, rtol=FORWARD_RTOL, atol=ATOL)
+    np.testing.assert_allclose(dx, expected_dx, rtol=GRAD_RTOL, atol=ATOL)
+    # ds sums 63 products in float32: 1e-5 of the largest |ds|
+    np.testing.assert_allclose(ds, expected_ds, rtol=0, atol=1e-5 * np.abs(expected_ds).max())
+    stock = (Tensor(x) * ops.sigmoid(Tensor(s))).asnumpy()
+    np.testing.assert_allclose(y, stock, rtol=FORWARD_RTOL, atol=ATOL)
 
 
 class _SquaredOutput(nn.Cell):
@@ -132,8 +170,10 @@ def test_network_with_cpu_kernels_matches_mindspore_ops() -> None:
     replaced = kinds.count("depthwise") + kinds.count("regular")
     assert activations > 0 and kinds.count("depthwise") == 2 and kinds.count("regular") > 0
     assert use_cpu_kernels(fused) == (
-        f"SiLU: the fused kernel in {activations} activations; oneDNN in {replaced} depthwise and regular convolutions"
+        f"SiLU: the fused kernel in {activations} activations; SE gate: the fused kernel in 2 blocks; "
+        f"oneDNN in {replaced} depthwise and regular convolutions"
     )
+    assert sum(isinstance(c, SqueezeExcite) and c.gate is not None for _, c in fused.cells_and_names()) == 2
     assert sum(isinstance(c, OneDNNConv2d) for _, c in fused.cells_and_names()) == replaced
     assert [p.name for p in fused.get_parameters()] == [p.name for p in stock.get_parameters()]  # checkpoints unchanged
     images = Tensor(np.random.default_rng(1).normal(0, 1, (4, 3, 32, 32)).astype(np.float32))

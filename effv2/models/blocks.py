@@ -63,10 +63,14 @@ class SqueezeExcite(nn.Cell):
         self.expand = nn.Conv2d(reduced, channels, 1, has_bias=True)
         self.act = SiLU()
         self.channels, self.reduced = channels, reduced
+        # x * sigmoid(scale) as one fused CPU operator (effv2.models.gate), or None: MindSpore's ops
+        self.gate: nn.Cell | None = None
 
     def construct(self, x):
         scale = x.mean(axis=(2, 3), keep_dims=True)
         scale = self.expand(self.act(self.reduce(scale)))
+        if self.gate is not None:
+            return self.gate(x, scale)
         return x * ops.sigmoid(scale)
 
     def macs(self) -> int:

@@ -1,6 +1,6 @@
-"""effv2's own CPU kernels (on CPU unless ``hardware.cpu_kernels=false``): the fused SiLU and the oneDNN
-depthwise and regular convolutions, each falling back to MindSpore's operators where it cannot be
-built."""
+"""effv2's own CPU kernels (on CPU unless ``hardware.cpu_kernels=false``): the fused SiLU, the fused
+squeeze-and-excitation gate and the oneDNN depthwise and regular convolutions, each falling back
+to MindSpore's operators where it cannot be built."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from mindspore import nn
 
 from effv2.models.activation import use_fastest_silu
 from effv2.models.convolution import ONEDNN_KINDS, onednn_conv_library, set_onednn_conv
+from effv2.models.gate import use_fused_gate
 
 
 def use_cpu_kernels(net: nn.Cell) -> str:
-    """Switch ``net`` to the fastest SiLU and convolutions this machine can build;
+    """Switch ``net`` to the fastest SiLU, SE gate and convolutions this machine can build;
     returns what it runs, for the log."""
     library = onednn_conv_library()
     if library is None:
         convolutions = "MindSpore's convolutions (oneDNN is not available here)"
     else:
         convolutions = f"oneDNN in {set_onednn_conv(net, library)} {' and '.join(ONEDNN_KINDS)} convolutions"
-    return f"SiLU: {use_fastest_silu(net)}; {convolutions}"
+    return f"SiLU: {use_fastest_silu(net)}; SE gate: {use_fused_gate(net)}; {convolutions}"
