@@ -1,9 +1,11 @@
 """effv2's CPU kernels against MindSpore's operators, one op at a time, forward + backward in a
 compiled graph at EfficientNetV2 activation shapes. SiLU: ``sum(silu(x) * dy)`` for MindSpore's
 ``ops.silu`` (what the network runs without effv2's kernels), Sigmoid x Mul, and the fused AOT
-kernel (effv2/kernels/silu.cc). SE gate: ``sum(x * sigmoid(s) * dy)``, s one value per sample and
-channel, gradients for x and s, MindSpore's Sigmoid and broadcasting Mul against the fused kernel
-(effv2/kernels/channel_gate.cc). Alternating rounds, medians, ratios to MindSpore's operator.
+kernel (effv2/kernels/silu.cc). SE squeeze: ``sum(mean over the pixels of x * dm)``, MindSpore's
+ReduceMean against the fused kernel; SE gate: ``sum(x * sigmoid(s) * dy)``, s one value per sample
+and channel, gradients for x and s, MindSpore's Sigmoid and broadcasting Mul against the fused
+kernel (both effv2/kernels/squeeze_excite.cc). Alternating rounds, medians, ratios to MindSpore's
+operator.
 
     python benchmarks/bench_kernels.py --batch 8
 """
@@ -39,12 +41,13 @@ def main() -> None:
     from mindspore import Tensor, ops
 
     from effv2.models.activation import fused_silu
-    from effv2.models.gate import fused_gate
+    from effv2.models.fused_se import fused_se
 
     ms.set_device("CPU")
-    fused, gate = fused_silu(), fused_gate()
-    if fused is None or gate is None:
+    fused, se = fused_silu(), fused_se()
+    if fused is None or se is None:
         raise SystemExit("the fused kernels could not be built here (no C++ compiler?)")
+    squeeze, gate = se
 
     def sigmoid_mul(x):
         return x * ops.sigmoid(x)
@@ -61,6 +64,9 @@ def main() -> None:
 
         return ms.jit(ms.value_and_grad(weighted, grad_position=(0, 1)))
 
+    def mindspore_squeeze(x):
+        return x.mean(axis=(2, 3), keep_dims=True)
+
     def mindspore_gate(x, s):
         return x * ops.sigmoid(s)
 
@@ -68,6 +74,8 @@ def main() -> None:
         "SiLU": {"ops.silu (MindSpore)": gradient_step(ops.silu),
                  "Sigmoid x Mul (MindSpore)": gradient_step(sigmoid_mul),
                  "fused AOT kernel (effv2)": gradient_step(fused)},
+        "SE squeeze": {"ReduceMean (MindSpore)": gradient_step(mindspore_squeeze),
+                       "fused AOT kernel (effv2)": gradient_step(squeeze)},
         "SE gate": {"Sigmoid x broadcast Mul (MindSpore)": gate_gradient_step(mindspore_gate),
                     "fused AOT kernel (effv2)": gate_gradient_step(gate)},
     }  # fmt: skip
@@ -78,7 +86,8 @@ def main() -> None:
         x = Tensor(rng.normal(0, 2, (args.batch, channels, size, size)).astype(np.float32))
         dy = Tensor(rng.normal(0, 1, x.shape).astype(np.float32))
         scale = Tensor(rng.normal(0, 2, (args.batch, channels, 1, 1)).astype(np.float32))
-        inputs = {"SiLU": (x, dy), "SE gate": (x, scale, dy)}
+        dm = Tensor(rng.normal(0, 1, scale.shape).astype(np.float32))
+        inputs = {"SiLU": (x, dy), "SE squeeze": (x, dm), "SE gate": (x, scale, dy)}
         for op, implementations in ops_under_test.items():
             # the gradients as arrays: one Tensor for SiLU's input, a tuple for the gate's two
             args_of = inputs[op]

@@ -23,7 +23,7 @@ from common import write_results  # noqa: E402
 # are one of the settings
 SETTINGS = {
     "stock: hardware.cpu_kernels=false (ISA cap AVX2, O0, 2 threads, ops.silu)": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "O0"),
-    "hardware.cpu_kernels (the default: fused SiLU and SE gate + oneDNN depthwise and regular), ISA cap AVX2": (
+    "hardware.cpu_kernels (the default: fused SiLU and SE + oneDNN depthwise and regular), ISA cap AVX2": (
         {"ONEDNN_MAX_CPU_ISA": "AVX2"},
         "O0",
         ("--kernels", "cpu_kernels"),

@@ -44,7 +44,7 @@ KERNELS = (
     "mindspore",
     "cpu_kernels",
     "fused_silu",
-    "fused_gate",
+    "fused_se",
     "sigmoid_mul",
     "onednn_depthwise",
     "onednn_depthwise+regular",
@@ -65,11 +65,11 @@ def _use_kernels(net, kernels: str) -> None:
     elif kernels == "fused_silu":
         if set_silu(net, fused_silu() or sys.exit("the fused SiLU cannot be built here")) == 0:
             sys.exit("no SiLU to replace")
-    elif kernels == "fused_gate":
-        from effv2.models.gate import use_fused_gate
+    elif kernels == "fused_se":
+        from effv2.models.fused_se import use_fused_se
 
-        print(f"SE gate: {use_fused_gate(net)}", file=sys.stderr)
-    elif kernels == "fused_silu+onednn_depthwise+regular":  # cpu_kernels without the fused SE gate
+        print(f"SE: {use_fused_se(net)}", file=sys.stderr)
+    elif kernels == "fused_silu+onednn_depthwise+regular":  # cpu_kernels without the fused SE kernels
         set_silu(net, fused_silu() or sys.exit("the fused SiLU cannot be built here"))
         _use_kernels(net, "onednn_depthwise+regular")
     elif kernels.startswith("onednn_"):
@@ -233,7 +233,7 @@ def main() -> None:
     parser.add_argument(
         "--kernels", default="mindspore,cpu_kernels",
         help=f"the kernels, one worker each (comma-separated, from {', '.join(KERNELS)}): MindSpore's "
-        "own (hardware.cpu_kernels=false), the product's default (cpu_kernels: fused SiLU and SE gate + oneDNN "
+        "own (hardware.cpu_kernels=false), the product's default (cpu_kernels: fused SiLU and SE + oneDNN "
         "depthwise and regular convolutions), or one of effv2's kernels alone",
     )  # fmt: skip
     parser.add_argument("--worker", choices=["mindspore", "pytorch"], help=argparse.SUPPRESS)

@@ -18,7 +18,7 @@ from effv2.models.activation import SigmoidMul, SiLU, fused_silu, use_fastest_si
 from effv2.models.blocks import ConvBNAct, SqueezeExcite
 from effv2.models.convolution import OneDNNConv, OneDNNConv2d, conv_kind, onednn_conv_library
 from effv2.models.cpu_kernels import use_cpu_kernels
-from effv2.models.gate import fused_gate
+from effv2.models.fused_se import fused_se
 
 needs_compiler = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++ or $CXX) on this machine")
 needs_onednn = pytest.mark.skipif(
@@ -78,8 +78,9 @@ def test_fused_se_gate_equals_x_sigmoid_s_and_its_gradients(compiled: bool) -> N
     s = rng.normal(0, 4, (3, 5, 1, 1)).astype(np.float32)
     s.reshape(-1)[:6] = [-120.0, -80.5, 0.0, 20.0, 80.5, 120.0]
     dy = rng.normal(0, 1, x.shape).astype(np.float32)
-    gate = fused_gate()
-    assert gate is not None
+    kernels = fused_se()
+    assert kernels is not None
+    gate = kernels[1]
 
     def weighted_sum(inputs, scale, sens):
         return (gate(inputs, scale) * sens).sum()
@@ -96,6 +97,31 @@ def test_fused_se_gate_equals_x_sigmoid_s_and_its_gradients(compiled: bool) -> N
     np.testing.assert_allclose(ds, expected_ds, rtol=0, atol=1e-5 * np.abs(expected_ds).max())
     stock = (Tensor(x) * ops.sigmoid(Tensor(s))).asnumpy()
     np.testing.assert_allclose(y, stock, rtol=FORWARD_RTOL, atol=ATOL)
+
+
+@needs_compiler
+@pytest.mark.parametrize("compiled", [False, True], ids=["pynative", "graph"])
+def test_fused_se_squeeze_equals_the_mean_over_the_pixels_and_its_gradient(compiled: bool) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 2, (3, 5, 7, 9)).astype(np.float32)
+    dm = rng.normal(0, 1, (3, 5, 1, 1)).astype(np.float32)
+    kernels = fused_se()
+    assert kernels is not None
+    squeeze = kernels[0]
+
+    def weighted_sum(inputs, sens):
+        return (squeeze(inputs) * sens).sum()
+
+    def forward_and_grad(inputs, sens):
+        return squeeze(inputs), ms.grad(weighted_sum, grad_position=0)(inputs, sens)
+
+    run = ms.jit(forward_and_grad) if compiled else forward_and_grad
+    m, dx = (t.asnumpy() for t in run(Tensor(x), Tensor(dm)))
+    np.testing.assert_allclose(m, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(dx, np.broadcast_to(dm.astype(np.float64) / 63, x.shape), rtol=FORWARD_RTOL, atol=ATOL)
+    # MindSpore's own mean and its gradient
+    stock_dx = ms.grad(lambda a, b: (a.mean(axis=(2, 3), keep_dims=True) * b).sum())(Tensor(x), Tensor(dm)).asnumpy()
+    np.testing.assert_allclose(dx, stock_dx, rtol=FORWARD_RTOL, atol=ATOL)
 
 
 class _SquaredOutput(nn.Cell):
@@ -170,10 +196,11 @@ def test_network_with_cpu_kernels_matches_mindspore_ops() -> None:
     replaced = kinds.count("depthwise") + kinds.count("regular")
     assert activations > 0 and kinds.count("depthwise") == 2 and kinds.count("regular") > 0
     assert use_cpu_kernels(fused) == (
-        f"SiLU: the fused kernel in {activations} activations; SE gate: the fused kernel in 2 blocks; "
+        f"SiLU: the fused kernel in {activations} activations; SE: the fused squeeze and gate in 2 blocks; "
         f"oneDNN in {replaced} depthwise and regular convolutions"
     )
-    assert sum(isinstance(c, SqueezeExcite) and c.gate is not None for _, c in fused.cells_and_names()) == 2
+    se_blocks = [c for _, c in fused.cells_and_names() if isinstance(c, SqueezeExcite)]
+    assert len(se_blocks) == 2 and all(c.squeeze is not None and c.gate is not None for c in se_blocks)
     assert sum(isinstance(c, OneDNNConv2d) for _, c in fused.cells_and_names()) == replaced
     assert [p.name for p in fused.get_parameters()] == [p.name for p in stock.get_parameters()]  # checkpoints unchanged
     images = Tensor(np.random.default_rng(1).normal(0, 1, (4, 3, 32, 32)).astype(np.float32))

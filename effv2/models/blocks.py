@@ -63,11 +63,16 @@ class SqueezeExcite(nn.Cell):
         self.expand = nn.Conv2d(reduced, channels, 1, has_bias=True)
         self.act = SiLU()
         self.channels, self.reduced = channels, reduced
-        # x * sigmoid(scale) as one fused CPU operator (effv2.models.gate), or None: MindSpore's ops
+        # the mean over the pixels and x * sigmoid(scale) as fused CPU operators
+        # (effv2.models.fused_se), or None: MindSpore's operators
+        self.squeeze: nn.Cell | None = None
         self.gate: nn.Cell | None = None
 
     def construct(self, x):
-        scale = x.mean(axis=(2, 3), keep_dims=True)
+        if self.squeeze is not None:
+            scale = self.squeeze(x)
+        else:
+            scale = x.mean(axis=(2, 3), keep_dims=True)
         scale = self.expand(self.act(self.reduce(scale)))
         if self.gate is not None:
             return self.gate(x, scale)

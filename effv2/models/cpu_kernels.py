@@ -1,5 +1,5 @@
 """effv2's own CPU kernels (on CPU unless ``hardware.cpu_kernels=false``): the fused SiLU, the fused
-squeeze-and-excitation gate and the oneDNN depthwise and regular convolutions, each falling back
+squeeze-and-excitation squeeze and gate and the oneDNN depthwise and regular convolutions, each falling back
 to MindSpore's operators where it cannot be built."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from mindspore import nn
 
 from effv2.models.activation import use_fastest_silu
 from effv2.models.convolution import ONEDNN_KINDS, onednn_conv_library, set_onednn_conv
-from effv2.models.gate import use_fused_gate
+from effv2.models.fused_se import use_fused_se
 
 
 def use_cpu_kernels(net: nn.Cell) -> str:
@@ -19,4 +19,4 @@ def use_cpu_kernels(net: nn.Cell) -> str:
         convolutions = "MindSpore's convolutions (oneDNN is not available here)"
     else:
         convolutions = f"oneDNN in {set_onednn_conv(net, library)} {' and '.join(ONEDNN_KINDS)} convolutions"
-    return f"SiLU: {use_fastest_silu(net)}; SE gate: {use_fused_gate(net)}; {convolutions}"
+    return f"SiLU: {use_fastest_silu(net)}; SE: {use_fused_se(net)}; {convolutions}"
