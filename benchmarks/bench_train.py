@@ -68,7 +68,10 @@ def _use_kernels(net, kernels: str) -> None:
     elif kernels == "fused_se":
         from effv2.models.fused_se import use_fused_se
 
-        print(f"SE: {use_fused_se(net)}", file=sys.stderr)
+        what = use_fused_se(net)
+        if not what.startswith("the fused"):
+            sys.exit(f"fused_se: {what}")
+        print(f"SE: {what}", file=sys.stderr)
     elif kernels == "fused_silu+onednn_depthwise+regular":  # cpu_kernels without the fused SE kernels
         set_silu(net, fused_silu() or sys.exit("the fused SiLU cannot be built here"))
         _use_kernels(net, "onednn_depthwise+regular")

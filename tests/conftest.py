@@ -28,7 +28,8 @@ CONF_DIR = REPO / "conf"
 # The files whose tests read the suite's trained runs (the session fixtures `runs`,
 # `trained_run`, `best_ckpt`, `eval_run`: about three minutes of training together) go to one
 # pytest-xdist worker (pyproject: -n 2), which builds them once; every other file goes to a worker
-# as a whole, its module fixtures built once.
+# as a whole, its module fixtures built once (`resumable_reference`, one short run read by
+# test_slurm and three other files, may be built on both workers: duplicated, not clashing).
 SHARED_TRAINED_RUNS = {"test_data_parallel", "test_deploy", "test_multinode", "test_run_cli", "test_slurm"}
 
 
