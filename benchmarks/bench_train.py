@@ -43,8 +43,10 @@ def _batch(batch: int, size: int, seed: int = 0):
 KERNELS = (
     "mindspore",
     "cpu_kernels",
+    "cpu_kernels-fused_rmsprop",
     "fused_silu",
     "fused_se",
+    "fused_rmsprop",
     "sigmoid_mul",
     "onednn_depthwise",
     "onednn_depthwise+regular",
@@ -58,7 +60,9 @@ def _use_kernels(net, kernels: str) -> None:
     from effv2.models.convolution import onednn_conv_library, set_onednn_conv
     from effv2.models.cpu_kernels import use_cpu_kernels
 
-    if kernels == "cpu_kernels":
+    if kernels == "cpu_kernels-fused_rmsprop":  # the network's kernels, MindSpore's operators in the optimizer
+        print(f"hardware.cpu_kernels' network kernels: {use_cpu_kernels(net)}", file=sys.stderr)
+    elif kernels == "cpu_kernels":
         print(f"hardware.cpu_kernels (the default): {use_cpu_kernels(net)}", file=sys.stderr)
     elif kernels == "sigmoid_mul":
         set_silu(net, SigmoidMul())
@@ -73,6 +77,8 @@ def _use_kernels(net, kernels: str) -> None:
         if not any(isinstance(cell, SqueezeExcite) and cell.gate is not None for _, cell in net.cells_and_names()):
             sys.exit(f"fused_se: {what}")  # the label would time MindSpore's operators
         print(f"SE: {what}", file=sys.stderr)
+    elif kernels == "fused_rmsprop":
+        pass  # the optimizer's (_mindspore_step)
     elif kernels == "fused_silu+onednn_depthwise+regular":  # cpu_kernels without the fused SE kernels
         set_silu(net, fused_silu() or sys.exit("the fused SiLU cannot be built here"))
         _use_kernels(net, "onednn_depthwise+regular")
@@ -103,6 +109,13 @@ def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile
     _use_kernels(net, kernels)
     optimizer_cfg = OmegaConf.structured(RMSPropConfig(lr=0.016, weight_decay=1e-5))
     optimizer = build_optimizer(optimizer_cfg, net.trainable_params(), np.full(1_000_000, 1e-3, np.float32))
+    if kernels in ("cpu_kernels", "fused_rmsprop"):
+        from effv2.training.rmsprop_tf import use_fused_update
+
+        what = use_fused_update(optimizer)
+        if optimizer.fused_update is None:
+            sys.exit(f"fused_rmsprop: {what}")  # the label would time MindSpore's operators
+        print(f"optimizer: {what}", file=sys.stderr)
     loss_scale = OmegaConf.structured(LossScaleConfig())
     step = TrainStep(net, net, SoftTargetCrossEntropy(), optimizer, clip_grad_norm=None, loss_scale=loss_scale)
     step.set_train(True)

@@ -19,6 +19,7 @@ from effv2.models.blocks import ConvBNAct, SqueezeExcite
 from effv2.models.convolution import OneDNNConv, OneDNNConv2d, conv_kind, onednn_conv_library
 from effv2.models.cpu_kernels import use_cpu_kernels
 from effv2.models.fused_se import fused_se
+from effv2.training.rmsprop_tf import TFRMSProp, use_fused_update
 
 needs_compiler = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++ or $CXX) on this machine")
 needs_onednn = pytest.mark.skipif(
@@ -184,6 +185,41 @@ def test_onednn_convolution_equals_mindspore_conv2d_and_its_gradients(spec: tupl
                                    err_msg=name)  # fmt: skip
 
 
+def _rmsprop(weight_decay: float) -> tuple[list[ms.Parameter], TFRMSProp]:
+    rng = np.random.default_rng(0)
+    shapes = [(64, 32, 3, 3), (64,), (1000, 300), (7,)]
+    params = [ms.Parameter(Tensor(rng.normal(0, 1, s).astype(np.float32)), name=f"p{i}") for i, s in enumerate(shapes)]
+    groups = [{"params": params[0::2], "weight_decay": weight_decay}, {"params": params[1::2], "weight_decay": 0.0}]
+    return params, TFRMSProp(groups, learning_rate=Tensor(np.array([0.016, 0.01, 0.02], np.float32)))
+
+
+@needs_compiler
+@pytest.mark.parametrize("weight_decay", [1e-5, 0.0], ids=["decayed", "no-decay"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["pynative", "graph"])
+def test_fused_rmsprop_update_equals_mindspores_operators_bit_for_bit(compiled: bool, weight_decay: float) -> None:
+    """Three steps with gradients from 1e-6 to 10 (where a rounding of 1 - decay or a fused
+    multiply-add shows): the slots and the parameters equal MindSpore's graph of the update."""
+    results = []
+    for fused in (False, True):
+        params, optimizer = _rmsprop(weight_decay)
+        if fused:
+            assert use_fused_update(optimizer) == "the fused update over 318,503 values"
+        assert optimizer.has_decay == (weight_decay > 0)
+
+        def step(gradients, optimizer=optimizer):
+            return optimizer(gradients)
+
+        run = ms.jit(step) if compiled else step
+        rng = np.random.default_rng(1)
+        for scale in (1e-6, 1.0, 10.0):
+            run(tuple(Tensor(rng.normal(0, scale, p.shape).astype(np.float32)) for p in params))
+        results.append([t.asnumpy() for t in (*params, optimizer.mean_square, optimizer.moment)])
+    stock, fused = results
+    assert not np.all(stock[-2] == 1.0)  # the slots moved
+    for expected, actual in zip(stock, fused, strict=True):
+        np.testing.assert_array_equal(actual, expected)
+
+
 @needs_onednn
 def test_network_with_cpu_kernels_matches_mindspore_ops() -> None:
     from effv2.config.schema import ModelConfig
@@ -226,6 +262,9 @@ def test_kernel_build_is_cached_and_falls_back_without_a_compiler(tmp_path: Path
         assert "no C++ compiler" in caplog.text and "MindSpore's own operators are used" in caplog.text
         net_silu = SiLU()
         assert use_fastest_silu(net_silu).startswith("Sigmoid x Mul") and isinstance(net_silu.kernel, SigmoidMul)
+        _, optimizer = _rmsprop(1e-5)
+        assert use_fused_update(optimizer) == "MindSpore's operators (the fused RMSProp update is not available here)"
+        assert optimizer.fused_update is None
         monkeypatch.delenv("CXX")
         kernel_library.cache_clear()
         if compiler() is None:
@@ -262,11 +301,13 @@ def test_a_cpu_run_trains_through_the_kernels_by_default(tiny_folder: Path, tmp_
     """The stock path (hardware.cpu_kernels=false) is conftest's shared trained run."""
     from conftest import run_cli, tiny_data
 
-    overrides = (*tiny_data(tiny_folder), "train.epochs=1", f"hydra.run.dir={tmp_path}")
+    # the official recipes' optimizer, whose update has a fused kernel (the default AdamW has none)
+    overrides = (*tiny_data(tiny_folder), "optimizer=rmsprop", "train.epochs=1", f"hydra.run.dir={tmp_path}")
     result = run_cli(*overrides, unset=("ONEDNN_MAX_CPU_ISA",))
     assert result.returncode == 0, result.stderr[-2000:]
     log = (tmp_path / "run.log").read_text()
     # every depthwise and regular convolution is effv2's: the AVX2 cap MindSpore's need is not set
     assert "set ONEDNN_MAX_CPU_ISA=ALL (effv2's kernels run the depthwise and regular convolutions" in log
     assert "CPU kernels (hardware.cpu_kernels): SiLU: the fused kernel in" in log
+    assert re.search(r"CPU kernels \(hardware.cpu_kernels\), optimizer: the fused update over [\d,]+ values", log)
     assert re.search(r"; oneDNN in \d+ depthwise and regular convolutions", log)

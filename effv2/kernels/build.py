@@ -24,6 +24,10 @@ from effv2.cache import cache_dir
 
 log = logging.getLogger(__name__)
 FLAGS = ("-O3", "-ffast-math", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c++17")
+# for kernels whose values must equal MindSpore's operators bit for bit: IEEE arithmetic in the
+# source's order and no fused multiply-adds (GCC contracts a * b + c into one by default); errno is
+# never read, so sqrt still vectorises
+EXACT_FLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=off", "-march=native", "-fPIC", "-shared", "-std=c++17")
 
 
 def _cpu_flags() -> str:
@@ -64,10 +68,10 @@ def onednn_flags() -> tuple[str, ...] | None:
 
 
 @cache
-def kernel_library(name: str, link: tuple[str, ...] = ()) -> Path | None:
+def kernel_library(name: str, link: tuple[str, ...] = (), exact: bool = False) -> Path | None:
     """The compiled ``effv2/kernels/<name>.cc`` for this machine (``link``: its extra include and
-    library flags), or None (logged once) when it cannot be built here: not Linux, no C++
-    compiler, or a failed compile."""
+    library flags; ``exact``: built with EXACT_FLAGS), or None (logged once) when it cannot be built
+    here: not Linux, no C++ compiler, or a failed compile."""
     if platform.system() != "Linux":
         log.info("custom CPU kernels: not built on %s; MindSpore's own operators are used", platform.system())
         return None
@@ -77,7 +81,8 @@ def kernel_library(name: str, link: tuple[str, ...] = ()) -> Path | None:
         return None
     source = resources.files("effv2.kernels").joinpath(f"{name}.cc").read_bytes()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
-    parts = [source, " ".join(FLAGS + link).encode(), str(version).encode(), _cpu_flags().encode()]
+    flags = EXACT_FLAGS if exact else FLAGS
+    parts = [source, " ".join(flags + link).encode(), str(version).encode(), _cpu_flags().encode()]
     key = hashlib.sha256(b"\0".join(parts))
     target = cache_dir() / "kernels" / f"{name}-{key.hexdigest()[:16]}.so"
     if target.is_file():
@@ -86,7 +91,7 @@ def kernel_library(name: str, link: tuple[str, ...] = ()) -> Path | None:
     source_file = target.with_suffix(".cc")
     source_file.write_bytes(source)
     partial = target.with_name(f".{target.stem}.{os.getpid()}.tmp.so")
-    result = subprocess.run([cxx, *FLAGS, str(source_file), *link, "-o", str(partial)], capture_output=True, text=True)
+    result = subprocess.run([cxx, *flags, str(source_file), *link, "-o", str(partial)], capture_output=True, text=True)
     if result.returncode != 0:
         first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:200])
         log.warning("custom CPU kernels: %s failed to compile %s.cc (%s); MindSpore's own operators are used",

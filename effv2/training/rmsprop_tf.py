@@ -12,13 +12,18 @@ recipe's 1e-3; hence this optimizer.
 The slots are single flat buffers over all parameters and the update runs once over the
 concatenated gradients: per-parameter updates cost ~10 kernel launches per parameter per
 step, which on CPU made the optimizer a sixth of a B0 training step (benchmarks/
-profile_train_step.py). Only the final ``w -= mom`` stays per parameter.
+profile_train_step.py). Only the final ``w -= mom`` stays per parameter. On CPU (unless
+``hardware.cpu_kernels=false``) :func:`use_fused_update` runs the slots' update as one AOT custom
+operator (``effv2/kernels/rmsprop.cc``): one pass over the buffers where MindSpore's graph makes
+~12, with the same values bit for bit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
+
+from effv2.kernels.build import kernel_library
 
 _flatten = ops.MultitypeFuncGraph("flatten")
 
@@ -56,19 +61,57 @@ class TFRMSProp(nn.Optimizer):
         self.has_decay = bool(coefficients.any())
         self.decay_coefficients = Tensor(coefficients)
         self.decay = float(decay)
+        # 1 - decay in float32, as TensorFlow's kernel has it (0.100000024 for 0.9) and as GRAPH mode
+        # folded the expression; PYNATIVE folded it in float64 (0.1): one value in both modes now
+        self.one_minus_decay = float(np.float32(1.0) - np.float32(decay))
         self.momentum = float(momentum)
         self.eps = float(epsilon)
         self.hyper_map = ops.HyperMap()
+        # the slots' update as one fused CPU operator (use_fused_update), or None: MindSpore's operators
+        self.fused_update: ops.Custom | None = None
+        self.constants = Tensor(np.array([decay, self.one_minus_decay, momentum, epsilon], np.float32))
 
     def construct(self, gradients):
         lr = self.get_lr()
         self.assignadd(self.global_step, self.global_step_increase_tensor)
         grad = ops.concat(self.hyper_map(_flatten, gradients))
-        if self.has_decay:
-            weights = ops.concat(self.hyper_map(_flatten, self._parameters))
-            grad = grad + self.decay_coefficients * weights
-        mean_square = self.mean_square * self.decay + grad * grad * (1.0 - self.decay)
-        moment = self.moment * self.momentum + lr * grad / ops.sqrt(mean_square + self.eps)
-        ops.assign(self.mean_square, mean_square)
-        ops.assign(self.moment, moment)
+        if self.fused_update is not None:
+            # the kernel updates both slots in place; its output orders the parameters' updates after it
+            inputs = (grad, self.mean_square, self.moment, lr.reshape((1,)), self.constants)
+            if self.has_decay:
+                weights = ops.concat(self.hyper_map(_flatten, self._parameters))
+                inputs += (weights, self.decay_coefficients)
+            moment = ops.depend(self.moment, self.fused_update(*inputs))
+        else:
+            if self.has_decay:
+                weights = ops.concat(self.hyper_map(_flatten, self._parameters))
+                grad = grad + self.decay_coefficients * weights
+            mean_square = self.mean_square * self.decay + grad * grad * self.one_minus_decay
+            moment = self.moment * self.momentum + lr * grad / ops.sqrt(mean_square + self.eps)
+            ops.assign(self.mean_square, mean_square)
+            ops.assign(self.moment, moment)
         return self.hyper_map(ops.partial(_apply, moment), self._parameters, self.starts, self.ends)
+
+
+def fused_update() -> ops.Custom | None:
+    """TF RMSProp's update of its slots as one AOT custom operator (CPU), or None when its kernel
+    cannot be built here (logged)."""
+    library = kernel_library("rmsprop", exact=True)
+    if library is None:
+        return None
+    return ops.Custom(
+        f"{library}:TFRMSPropUpdate", out_shape=lambda grad, *rest: [1], out_dtype=lambda grad, *rest: grad,
+        func_type="aot",
+    )  # fmt: skip
+
+
+def use_fused_update(optimizer: nn.Optimizer) -> str:
+    """Run ``optimizer``'s update through the fused kernel where it is a TFRMSProp and the kernel
+    builds; returns what runs, for the log."""
+    if not isinstance(optimizer, TFRMSProp):
+        return f"MindSpore's {type(optimizer).__name__}"
+    update = fused_update()
+    if update is None:
+        return "MindSpore's operators (the fused RMSProp update is not available here)"
+    optimizer.fused_update = update
+    return f"the fused update over {int(optimizer.mean_square.size):,} values"

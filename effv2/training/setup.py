@@ -32,6 +32,7 @@ from effv2.training.ema import EMA
 from effv2.training.loss import SoftTargetCrossEntropy
 from effv2.training.optim import build_optimizer
 from effv2.training.precision import apply_amp
+from effv2.training.rmsprop_tf import use_fused_update
 from effv2.training.step import DeviceNormalise, TrainStep
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,8 @@ def build(
             use_cpu_kernels(shadow)
         ema = EMA(net, shadow, train.ema.decay, train.ema.warmup)
     optimizer = build_optimizer(cfg.optimizer, net.trainable_params(), lrs)
+    if kernels:
+        log.info("CPU kernels (hardware.cpu_kernels), optimizer: %s", use_fused_update(optimizer))
     reducer = nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=world_size) if distributed else None
     step = TrainStep(
         net, forward_net, SoftTargetCrossEntropy(), optimizer, clip_grad_norm=train.clip_grad_norm,
