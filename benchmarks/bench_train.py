@@ -113,7 +113,7 @@ def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile
         from effv2.training.rmsprop_tf import use_fused_update
 
         what = use_fused_update(optimizer)
-        if optimizer.fused_update is None:
+        if optimizer.fused_step is None:
             sys.exit(f"fused_rmsprop: {what}")  # the label would time MindSpore's operators
         print(f"optimizer: {what}", file=sys.stderr)
     loss_scale = OmegaConf.structured(LossScaleConfig())

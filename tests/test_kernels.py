@@ -212,7 +212,7 @@ def test_fused_rmsprop_update_equals_mindspores_operators_bit_for_bit(compiled: 
         run = ms.jit(step) if compiled else step
         rng = np.random.default_rng(1)
         for scale in (1e-6, 1.0, 10.0):
-            run(tuple(Tensor(rng.normal(0, scale, p.shape).astype(np.float32)) for p in params))
+            run(tuple(Tensor(rng.normal(0, scale, p.shape).astype(np.float32)) for p in optimizer.parameters))
         results.append([t.asnumpy() for t in (*params, optimizer.mean_square, optimizer.moment)])
     stock, fused = results
     assert not np.all(stock[-2] == 1.0)  # the slots moved
@@ -264,7 +264,7 @@ def test_kernel_build_is_cached_and_falls_back_without_a_compiler(tmp_path: Path
         assert use_fastest_silu(net_silu).startswith("Sigmoid x Mul") and isinstance(net_silu.kernel, SigmoidMul)
         _, optimizer = _rmsprop(1e-5)
         assert use_fused_update(optimizer) == "MindSpore's operators (the fused RMSProp update is not available here)"
-        assert optimizer.fused_update is None
+        assert optimizer.fused_step is None
         monkeypatch.delenv("CXX")
         kernel_library.cache_clear()
         if compiler() is None:

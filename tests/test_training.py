@@ -16,6 +16,7 @@ import pytest
 from mindspore import Parameter, Tensor, nn
 
 from effv2.checkpoints import read_checkpoint, save_atomic
+from effv2.kernels.build import compiler
 from effv2.models import VARIANTS, EfficientNetV2, init_weights
 from effv2.models.variants import MICRO
 from effv2.training.ema import EMA
@@ -23,6 +24,7 @@ from effv2.training.loss import SoftTargetCrossEntropy, smoothed_one_hot
 from effv2.training.mixing import BatchMixer
 from effv2.training.optim import build_optimizer, parameter_groups, scaled_lr, uses_weight_decay
 from effv2.training.precision import apply_amp
+from effv2.training.rmsprop_tf import use_fused_update
 from effv2.training.schedules import learning_rates
 from effv2.training.step import ACCUMULATE, APPLY, TrainStep
 
@@ -106,6 +108,35 @@ def test_rmsprop_has_tensorflow_semantics() -> None:
             ref[key] = [value - moment, mean_square, moment]
     np.testing.assert_allclose(weight.asnumpy(), ref["w"][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(bias.asnumpy(), ref["b"][0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++ or $CXX): the fused RMSProp step cannot build")
+def test_fused_rmsprop_inside_the_train_step_equals_mindspores_operators_with_the_ema() -> None:
+    """The fused step writes the parameters and slots in place: the EMA after it, in the same
+    graph, must average the updated weights (it would see the old ones if the graph ordered its
+    reads before the kernel). Everything bit for bit against MindSpore's operators, three steps."""
+    results = []
+    for fused in (False, True):
+        net, shadow = EfficientNetV2(MICRO, num_classes=10), EfficientNetV2(MICRO, num_classes=10)
+        init_weights(net, 0)
+        init_weights(shadow, 0)
+        ema = EMA(net, shadow, decay=0.9, warmup=False)
+        cfg = SimpleNamespace(name="rmsprop", lr=0.0, weight_decay=1e-5, decay=0.9, momentum=0.9, eps=1e-3)
+        optimizer = build_optimizer(cfg, net.trainable_params(), np.full(10, 0.05, np.float32))
+        if fused:
+            assert use_fused_update(optimizer).startswith("the fused update over")
+        scale = SimpleNamespace(kind=SimpleNamespace(name="none"), value=1.0, factor=2.0, window=1000)
+        step = TrainStep(net, net, SoftTargetCrossEntropy(), optimizer, clip_grad_norm=None, loss_scale=scale, ema=ema)
+        step.set_train(True)
+        for seed in range(3):
+            step(*_batch(seed))
+        results.append({p.name: p.asnumpy().copy() for p in (*net.get_parameters(), *shadow.get_parameters(),
+                                                            optimizer.mean_square, optimizer.moment)})  # fmt: skip
+    stock, fused = results
+    assert stock.keys() == fused.keys()
+    assert not np.array_equal(stock["ema.stem.conv.weight"], stock["stem.conv.weight"])  # the EMA lags the weights
+    for name, expected in stock.items():
+        np.testing.assert_array_equal(fused[name], expected, err_msg=name)
 
 
 # ---- loss, mixing, EMA ------------------------------------------------------------------------

@@ -13,9 +13,9 @@ The slots are single flat buffers over all parameters and the update runs once o
 concatenated gradients: per-parameter updates cost ~10 kernel launches per parameter per
 step, which on CPU made the optimizer a sixth of a B0 training step (benchmarks/
 profile_train_step.py). Only the final ``w -= mom`` stays per parameter. On CPU (unless
-``hardware.cpu_kernels=false``) :func:`use_fused_update` runs the slots' update as one AOT custom
-operator (``effv2/kernels/rmsprop.cc``): one pass over the buffers where MindSpore's graph makes
-~12, with the same values bit for bit.
+``hardware.cpu_kernels=false``) :func:`use_fused_update` runs the whole step as one AOT custom
+operator (``effv2/kernels/rmsprop.cc``) that updates the slots and the parameters in place: one
+pass where MindSpore's graph makes ~15 and ~500 launches, with the same values bit for bit.
 """
 
 from __future__ import annotations
@@ -67,51 +67,54 @@ class TFRMSProp(nn.Optimizer):
         self.momentum = float(momentum)
         self.eps = float(epsilon)
         self.hyper_map = ops.HyperMap()
-        # the slots' update as one fused CPU operator (use_fused_update), or None: MindSpore's operators
-        self.fused_update: ops.Custom | None = None
-        self.constants = Tensor(np.array([decay, self.one_minus_decay, momentum, epsilon], np.float32))
+        # the whole step as one fused CPU operator (use_fused_update), or None: MindSpore's operators
+        self.fused_step: ops.Custom | None = None
+        self.constants = Tensor(np.array([decay, self.one_minus_decay, momentum, epsilon, self.has_decay], np.float32))
+        self.parameter_decay = Tensor(np.array([decay_of[id(p)] for p in self._parameters], np.float32))
 
     def construct(self, gradients):
         lr = self.get_lr()
         self.assignadd(self.global_step, self.global_step_increase_tensor)
+        if self.fused_step is not None:
+            return self.fused_step(
+                *gradients, *self._parameters, self.mean_square, self.moment, lr.reshape((1,)), self.constants,
+                self.parameter_decay,
+            )  # fmt: skip
         grad = ops.concat(self.hyper_map(_flatten, gradients))
-        if self.fused_update is not None:
-            # the kernel updates both slots in place; its output orders the parameters' updates after it
-            inputs = (grad, self.mean_square, self.moment, lr.reshape((1,)), self.constants)
-            if self.has_decay:
-                weights = ops.concat(self.hyper_map(_flatten, self._parameters))
-                inputs += (weights, self.decay_coefficients)
-            moment = ops.depend(self.moment, self.fused_update(*inputs))
-        else:
-            if self.has_decay:
-                weights = ops.concat(self.hyper_map(_flatten, self._parameters))
-                grad = grad + self.decay_coefficients * weights
-            mean_square = self.mean_square * self.decay + grad * grad * self.one_minus_decay
-            moment = self.moment * self.momentum + lr * grad / ops.sqrt(mean_square + self.eps)
-            ops.assign(self.mean_square, mean_square)
-            ops.assign(self.moment, moment)
+        if self.has_decay:
+            weights = ops.concat(self.hyper_map(_flatten, self._parameters))
+            grad = grad + self.decay_coefficients * weights
+        mean_square = self.mean_square * self.decay + grad * grad * self.one_minus_decay
+        moment = self.moment * self.momentum + lr * grad / ops.sqrt(mean_square + self.eps)
+        ops.assign(self.mean_square, mean_square)
+        ops.assign(self.moment, moment)
         return self.hyper_map(ops.partial(_apply, moment), self._parameters, self.starts, self.ends)
 
 
-def fused_update() -> ops.Custom | None:
-    """TF RMSProp's update of its slots as one AOT custom operator (CPU), or None when its kernel
-    cannot be built here (logged)."""
+def fused_step() -> ops.Custom | None:
+    """TF RMSProp's whole step as one AOT custom operator (CPU) that updates the slots and the
+    parameters in place, or None when its kernel cannot be built here (logged)."""
     library = kernel_library("rmsprop", exact=True)
     if library is None:
         return None
-    return ops.Custom(
-        f"{library}:TFRMSPropUpdate", out_shape=lambda grad, *rest: [1], out_dtype=lambda grad, *rest: grad,
-        func_type="aot",
-    )  # fmt: skip
+    step = ops.Custom(
+        f"{library}:TFRMSPropStep", out_shape=lambda *shapes: [1], out_dtype=lambda *dtypes: dtypes[0], func_type="aot"
+    )
+    # it writes memory it was handed (the parameters and the slots): marked so, the graph orders it
+    # among the other operators that read or write memory (without it the EMA after it in the same
+    # graph read the weights before the update: tests/test_training.py)
+    step.add_prim_attr("side_effect_mem", True)
+    return step
 
 
 def use_fused_update(optimizer: nn.Optimizer) -> str:
-    """Run ``optimizer``'s update through the fused kernel where it is a TFRMSProp and the kernel
+    """Run ``optimizer``'s step through the fused kernel where it is a TFRMSProp and the kernel
     builds; returns what runs, for the log."""
     if not isinstance(optimizer, TFRMSProp):
         return f"MindSpore's {type(optimizer).__name__}"
-    update = fused_update()
-    if update is None:
+    step = fused_step()
+    if step is None:
         return "MindSpore's operators (the fused RMSProp update is not available here)"
-    optimizer.fused_update = update
+    optimizer.fused_step = step
+    optimizer.decay_coefficients = None  # one value per element, for MindSpore's graph only: a buffer less
     return f"the fused update over {int(optimizer.mean_square.size):,} values"
