@@ -44,6 +44,7 @@ KERNELS = (
     "mindspore",
     "cpu_kernels",
     "cpu_kernels-fused_rmsprop",
+    "cpu_kernels-fused_bn",
     "fused_silu",
     "fused_se",
     "fused_rmsprop",
@@ -60,7 +61,14 @@ def _use_kernels(net, kernels: str) -> None:
     from effv2.models.convolution import onednn_conv_library, set_onednn_conv
     from effv2.models.cpu_kernels import use_cpu_kernels
 
-    if kernels == "cpu_kernels-fused_rmsprop":  # the network's kernels, MindSpore's operators in the optimizer
+    if kernels == "cpu_kernels-fused_bn":  # MindSpore's BatchNorm (+ the fused SiLU) in the network
+        from effv2.models.blocks import ConvBNAct
+
+        print(f"hardware.cpu_kernels: {use_cpu_kernels(net)}; then MindSpore's BatchNorm", file=sys.stderr)
+        for _, cell in net.cells_and_names():
+            if isinstance(cell, ConvBNAct):
+                cell.fused_bn = None
+    elif kernels == "cpu_kernels-fused_rmsprop":  # the network's kernels, MindSpore's operators in the optimizer
         print(f"hardware.cpu_kernels' network kernels: {use_cpu_kernels(net)}", file=sys.stderr)
     elif kernels == "cpu_kernels":
         print(f"hardware.cpu_kernels (the default): {use_cpu_kernels(net)}", file=sys.stderr)
@@ -109,7 +117,7 @@ def _mindspore_step(variant: str, size: int, batch: int, jit_level: str, compile
     _use_kernels(net, kernels)
     optimizer_cfg = OmegaConf.structured(RMSPropConfig(lr=0.016, weight_decay=1e-5))
     optimizer = build_optimizer(optimizer_cfg, net.trainable_params(), np.full(1_000_000, 1e-3, np.float32))
-    if kernels in ("cpu_kernels", "fused_rmsprop"):
+    if kernels in ("cpu_kernels", "cpu_kernels-fused_bn", "fused_rmsprop"):
         from effv2.training.rmsprop_tf import use_fused_update
 
         what = use_fused_update(optimizer)

@@ -18,6 +18,7 @@ from effv2.models.activation import SigmoidMul, SiLU, fused_silu, use_fastest_si
 from effv2.models.blocks import ConvBNAct, SqueezeExcite
 from effv2.models.convolution import OneDNNConv, OneDNNConv2d, conv_kind, onednn_conv_library
 from effv2.models.cpu_kernels import use_cpu_kernels
+from effv2.models.fused_bn import FusedBatchNormAct, use_fused_bn
 from effv2.models.fused_se import fused_se
 from effv2.training.rmsprop_tf import TFRMSProp, use_fused_update
 
@@ -185,6 +186,102 @@ def test_onednn_convolution_equals_mindspore_conv2d_and_its_gradients(spec: tupl
                                    err_msg=name)  # fmt: skip
 
 
+def _batch_norm_reference(x, gamma, beta, moving, dy, eps: float, momentum: float, act: bool):
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    gamma, beta = gamma.astype(np.float64).reshape(1, -1, 1, 1), beta.astype(np.float64).reshape(1, -1, 1, 1)
+    axes, count = (0, 2, 3), x.size // x.shape[1]
+    mean, var = x64.mean(axis=axes, keepdims=True), x64.var(axis=axes, keepdims=True)
+    xhat = (x64 - mean) / np.sqrt(var + eps)
+    z = xhat * gamma + beta
+    sig = 1.0 / (1.0 + np.exp(-z))
+    y, dz = (z * sig, dy64 * sig * (1.0 + z * (1.0 - sig))) if act else (z, dy64)
+    dx = (
+        gamma
+        / np.sqrt(var + eps)
+        * (dz - dz.mean(axis=axes, keepdims=True) - xhat * (dz * xhat).mean(axis=axes, keepdims=True))
+    )
+    moving_mean = moving[0] * (1 - momentum) + mean.reshape(-1) * momentum
+    moving_variance = moving[1] * (1 - momentum) + var.reshape(-1) * count / (count - 1) * momentum  # unbiased
+    return y, dx, (dz * xhat).sum(axis=axes), dz.sum(axis=axes), moving_mean, moving_variance
+
+
+@needs_compiler
+@pytest.mark.parametrize("act", [True, False], ids=["silu", "no-act"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["pynative", "graph"])
+def test_fused_batch_norm_equals_training_batch_norm_and_its_gradients(compiled: bool, act: bool) -> None:
+    """Against float64 numpy: the output, the gradients for x, gamma and beta, and the moving
+    statistics the kernel updates in place (MindSpore's: the unbiased batch variance)."""
+    rng = np.random.default_rng(0)
+    # 3 samples x 5 channels of 7x9 pixels; channels far from zero mean (the one-pass variance's risk)
+    spread = np.array([0.5, 2.0, 1.0, 0.1, 4.0]).reshape(1, 5, 1, 1)
+    offset = np.array([3.0, -1.0, 0.0, 10.0, 0.5]).reshape(1, 5, 1, 1)
+    x = rng.normal(0, 1, (3, 5, 7, 9)) * spread + offset
+    x = x.astype(np.float32)
+    gamma, beta = np.linspace(0.5, 1.5, 5).astype(np.float32), np.linspace(-1, 1, 5).astype(np.float32)
+    moving = (rng.normal(0, 1, 5).astype(np.float32), rng.uniform(0.5, 2, 5).astype(np.float32))
+    dy = rng.normal(0, 1, x.shape).astype(np.float32)
+    library = kernel_library("batchnorm_silu")
+    assert library is not None
+    cell = FusedBatchNormAct(str(library), eps=1e-3, momentum=0.1, act=act)
+    weights = [ms.Parameter(Tensor(v), name=n) for v, n in ((gamma, "gamma"), (beta, "beta"))]
+    stats = [ms.Parameter(Tensor(moving[i].copy()), name=f"moving_{i}", requires_grad=False) for i in range(2)]
+
+    def weighted_sum(inputs, sens):
+        return (cell(inputs, *weights, *stats) * sens).sum()
+
+    def forward_and_grads(inputs, sens):
+        return ms.value_and_grad(weighted_sum, 0, weights)(inputs, sens)
+
+    run = ms.jit(forward_and_grads) if compiled else forward_and_grads
+    loss, (dx, (dgamma, dbeta)) = run(Tensor(x), Tensor(dy))
+    y, expected_dx, expected_dgamma, expected_dbeta, expected_mean, expected_var = _batch_norm_reference(
+        x, gamma, beta, moving, dy, 1e-3, 0.1, act
+    )
+    np.testing.assert_allclose(float(loss.asnumpy()), (y * dy).sum(), rtol=1e-5)
+    np.testing.assert_allclose(dx.asnumpy(), expected_dx, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dgamma.asnumpy(), expected_dgamma, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dbeta.asnumpy(), expected_dbeta, rtol=1e-4, atol=1e-4)
+    # the forward ran once (the gradient reuses its outputs): one update of the moving statistics
+    np.testing.assert_allclose(stats[0].asnumpy(), expected_mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(stats[1].asnumpy(), expected_var, rtol=1e-5)
+    forward = cell(Tensor(x), *weights, *stats).asnumpy()
+    np.testing.assert_allclose(forward, y, rtol=1e-5, atol=1e-5)
+
+
+class _Weighted(nn.Cell):
+    def __init__(self, net: nn.Cell) -> None:
+        super().__init__()
+        self.net = net
+
+    def construct(self, x, sens):
+        return (self.net(x) * sens).sum()
+
+
+@needs_compiler
+def test_conv_bn_act_with_the_fused_batch_norm_trains_and_evaluates_as_mindspores() -> None:
+    """The layer as the network runs it: two training steps (moving statistics included) against
+    MindSpore's BatchNorm and SiLU, then eval mode, which normalises with the moving statistics."""
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.normal(0.5, 2, (4, 8, 16, 16)).astype(np.float32))
+    dy = Tensor(rng.normal(0, 1, (4, 16, 16, 16)).astype(np.float32))
+    weight = rng.normal(0, 0.1, (16, 8, 3, 3)).astype(np.float32)
+    results = []
+    for fused in (False, True):
+        layer = ConvBNAct(8, 16, 3)
+        layer.conv.weight.set_data(Tensor(weight))
+        if fused:
+            assert use_fused_bn(layer) == "the fused batch norm in 1 layers (1 with their SiLU)"
+        layer.set_train(True)
+        step = ms.jit(ms.value_and_grad(_Weighted(layer), 0, layer.trainable_params()))
+        for _ in range(2):
+            _, (dx, grads) = step(x, dy)
+        layer.set_train(False)
+        results.append([dx.asnumpy(), *(g.asnumpy() for g in grads), layer.bn.moving_mean.asnumpy(),
+                        layer.bn.moving_variance.asnumpy(), layer(x).asnumpy()])  # fmt: skip
+    for expected, actual in zip(*results, strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
 def _rmsprop(weight_decay: float) -> tuple[list[ms.Parameter], TFRMSProp]:
     rng = np.random.default_rng(0)
     shapes = [(64, 32, 3, 3), (64,), (1000, 300), (7,)]
@@ -231,10 +328,13 @@ def test_network_with_cpu_kernels_matches_mindspore_ops() -> None:
     kinds = [conv_kind(c.conv) for _, c in fused.cells_and_names() if isinstance(c, ConvBNAct)]
     replaced = kinds.count("depthwise") + kinds.count("regular")
     assert activations > 0 and kinds.count("depthwise") == 2 and kinds.count("regular") > 0
+    layers = [c for _, c in fused.cells_and_names() if isinstance(c, ConvBNAct)]
     assert use_cpu_kernels(fused) == (
         f"SiLU: the fused kernel in {activations} activations; SE: the fused squeeze and gate in 2 blocks; "
+        f"BN: the fused batch norm in {len(layers)} layers ({sum(c.has_act for c in layers)} with their SiLU); "
         f"oneDNN in {replaced} depthwise and regular convolutions"
     )
+    assert all(c.fused_bn is not None for c in layers)
     se_blocks = [c for _, c in fused.cells_and_names() if isinstance(c, SqueezeExcite)]
     assert len(se_blocks) == 2 and all(c.squeeze is not None and c.gate is not None for c in se_blocks)
     assert sum(isinstance(c, OneDNNConv2d) for _, c in fused.cells_and_names()) == replaced

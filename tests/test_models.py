@@ -240,8 +240,10 @@ def test_sync_bn_conversion_keeps_parameters_and_names() -> None:
     from effv2.models.blocks import convert_to_sync_bn
 
     net = EfficientNetV2(VARIANTS["effnetv2_b0"], num_classes=10)
+    net.stem.fused_bn = nn.Identity()  # as effv2.models.fused_bn sets it: it would bypass the SyncBatchNorm
     before = {p.name: id(p) for p in net.get_parameters()}
     assert convert_to_sync_bn(net) == 59
+    assert net.stem.fused_bn is None
     assert isinstance(net.stem.bn, nn.SyncBatchNorm) and isinstance(net.blocks[5].dw.bn, nn.SyncBatchNorm)
     assert {p.name: id(p) for p in net.get_parameters()} == before
     assert net.stem.bn.eps == pytest.approx(1e-3) and net.stem.bn.momentum == pytest.approx(0.1)  # 1 - 0.9

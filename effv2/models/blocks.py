@@ -42,11 +42,18 @@ class ConvBNAct(nn.Cell):
         )
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
         self.act = SiLU() if act else nn.Identity()
+        self.has_act = act
+        # batch norm (+ SiLU) as fused CPU kernels while training (effv2.models.fused_bn), or None
+        self.fused_bn: nn.Cell | None = None
         self.kernel, self.stride, self.groups = kernel, stride, groups
         self.in_channels, self.out_channels = in_channels, out_channels
 
     def construct(self, x):
-        return self.act(self.bn(self.conv(x)))
+        x = self.conv(x)
+        if self.fused_bn is not None and self.training:
+            bn = self.bn
+            return self.fused_bn(x, bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)
+        return self.act(self.bn(x))
 
     def macs(self, height: int, width: int) -> tuple[int, int, int]:
         out_h, out_w = _out_size(height, self.stride), _out_size(width, self.stride)
@@ -254,6 +261,7 @@ def convert_to_sync_bn(net: nn.Cell) -> int:
             for attr in names:
                 setattr(new, attr, getattr(old, attr))
             cell.bn = new
+            cell.fused_bn = None  # the statistics are the devices' together now: SyncBatchNorm's
             for attr, name in names.items():
                 getattr(new, attr).name = name
             converted += 1

@@ -8,6 +8,7 @@ from mindspore import nn
 
 from effv2.models.activation import use_fastest_silu
 from effv2.models.convolution import ONEDNN_KINDS, onednn_conv_library, set_onednn_conv
+from effv2.models.fused_bn import use_fused_bn
 from effv2.models.fused_se import use_fused_se
 
 
@@ -19,4 +20,4 @@ def use_cpu_kernels(net: nn.Cell) -> str:
         convolutions = "MindSpore's convolutions (oneDNN is not available here)"
     else:
         convolutions = f"oneDNN in {set_onednn_conv(net, library)} {' and '.join(ONEDNN_KINDS)} convolutions"
-    return f"SiLU: {use_fastest_silu(net)}; SE: {use_fused_se(net)}; {convolutions}"
+    return f"SiLU: {use_fastest_silu(net)}; SE: {use_fused_se(net)}; BN: {use_fused_bn(net)}; {convolutions}"
