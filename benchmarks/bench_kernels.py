@@ -4,8 +4,11 @@ compiled graph at EfficientNetV2 activation shapes. SiLU: ``sum(silu(x) * dy)`` 
 kernel (effv2/kernels/silu.cc). SE squeeze: ``sum(mean over the pixels of x * dm)``, MindSpore's
 ReduceMean against the fused kernel; SE gate: ``sum(x * sigmoid(s) * dy)``, s one value per sample
 and channel, gradients for x and s, MindSpore's Sigmoid and broadcasting Mul against the fused
-kernel (both effv2/kernels/squeeze_excite.cc). Alternating rounds, medians, ratios to MindSpore's
-operator.
+kernel (both effv2/kernels/squeeze_excite.cc). BN + SiLU and BN: training-mode batch norm (with
+the SiLU after it, or alone as in the blocks' projections), gradients for x, gamma and beta:
+MindSpore's BatchNorm with ``ops.silu``, with effv2's fused SiLU (what ``hardware.cpu_kernels`` ran
+before), and the fused kernels (effv2/kernels/batchnorm_silu.cc). Alternating rounds, medians,
+ratios to MindSpore's operator.
 
     python benchmarks/bench_kernels.py --batch 8
 """
@@ -24,8 +27,11 @@ from common import cpu_name, interleaved_medians, write_results  # noqa: E402
 SHAPES = ((24, 64), (96, 32), (192, 16), (384, 14), (960, 8), (1280, 4))
 
 
-def _as_tuple(grads: object) -> tuple:
-    return grads if isinstance(grads, tuple) else (grads,)
+def _flat(grads: object) -> list:
+    """The gradients as a flat list: one Tensor, a tuple, or (inputs, weights) nested."""
+    if isinstance(grads, tuple):
+        return [g for item in grads for g in _flat(item)]
+    return [grads]
 
 
 def main() -> None:
@@ -38,14 +44,17 @@ def main() -> None:
 
     import mindspore as ms
     import numpy as np
-    from mindspore import Tensor, ops
+    from mindspore import Tensor, nn, ops
 
+    from effv2.kernels.build import kernel_library
     from effv2.models.activation import fused_silu
+    from effv2.models.fused_bn import FusedBatchNormAct
     from effv2.models.fused_se import fused_se
 
     ms.set_device("CPU")
     fused, se = fused_silu(), fused_se()
-    if fused is None or se is None:
+    bn_library = kernel_library("batchnorm_silu")
+    if fused is None or se is None or bn_library is None:
         raise SystemExit("the fused kernels could not be built here (no C++ compiler?)")
     squeeze, gate = se
 
@@ -79,6 +88,32 @@ def main() -> None:
         "SE gate": {"Sigmoid x broadcast Mul (MindSpore)": gate_gradient_step(mindspore_gate),
                     "fused AOT kernel (effv2)": gate_gradient_step(gate)},
     }  # fmt: skip
+
+    class Normalised(nn.Cell):
+        """sum(act(batch_norm(x)) * dy): MindSpore's BatchNorm2d and ``act``, or the fused kernel."""
+
+        def __init__(self, channels: int, act, fused_act: bool | None) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm2d(channels, eps=1e-3, momentum=0.9)
+            self.act = act
+            self.fused = None if fused_act is None else FusedBatchNormAct(str(bn_library), 1e-3, 0.1, fused_act)
+            self.set_train(True)
+
+        def construct(self, x, sens):
+            if self.fused is not None:
+                bn = self.bn
+                y = self.fused(x, bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)
+            else:
+                y = self.act(self.bn(x))
+            return (y * sens).sum()
+
+    def bn_gradient_step(channels: int, act, fused_act: bool | None = None):
+        loss = Normalised(channels, act, fused_act)
+        return ms.jit(ms.value_and_grad(loss, grad_position=0, weights=loss.trainable_params()))
+
+    def identity(x):
+        return x
+
     rows = []
     for spec in args.shapes.split(","):
         channels, size = (int(v) for v in spec.split("x"))
@@ -87,11 +122,19 @@ def main() -> None:
         dy = Tensor(rng.normal(0, 1, x.shape).astype(np.float32))
         scale = Tensor(rng.normal(0, 2, (args.batch, channels, 1, 1)).astype(np.float32))
         dm = Tensor(rng.normal(0, 1, scale.shape).astype(np.float32))
-        inputs = {"SiLU": (x, dy), "SE squeeze": (x, dm), "SE gate": (x, scale, dy)}
-        for op, implementations in ops_under_test.items():
+        inputs = {"SiLU": (x, dy), "SE squeeze": (x, dm), "SE gate": (x, scale, dy), "BN + SiLU": (x, dy),
+                  "BN": (x, dy)}  # fmt: skip
+        per_shape = {
+            "BN + SiLU": {"BatchNorm + ops.silu (MindSpore)": bn_gradient_step(channels, ops.silu),
+                          "BatchNorm + fused SiLU": bn_gradient_step(channels, fused),
+                          "fused AOT kernels (effv2)": bn_gradient_step(channels, None, True)},
+            "BN": {"BatchNorm (MindSpore)": bn_gradient_step(channels, identity),
+                   "fused AOT kernels (effv2)": bn_gradient_step(channels, None, False)},
+        }  # fmt: skip
+        for op, implementations in {**ops_under_test, **per_shape}.items():
             # the gradients as arrays: one Tensor for SiLU's input, a tuple for the gate's two
             args_of = inputs[op]
-            candidates = {name: lambda step=step, args_of=args_of: [g.asnumpy() for g in _as_tuple(step(*args_of)[1])]
+            candidates = {name: lambda step=step, args_of=args_of: [g.asnumpy() for g in _flat(step(*args_of)[1])]
                           for name, step in implementations.items()}  # fmt: skip
             timings = interleaved_medians(candidates, args.repeats, warmup=2)
             base = next(iter(timings.values()))["median_s"]  # MindSpore's own operator comes first

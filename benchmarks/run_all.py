@@ -35,7 +35,7 @@ TITLES = {
     "the default) vs the same network in PyTorch eager",
     "levers": "Levers: MindSpore CPU settings and effv2's kernels against MindSpore's own operators, B0 at 128 px",
     "conv": "oneDNN convolution kernel vs MindSpore's Conv2D, every layer shape of B0 at 128 px (fwd + both bwd)",
-    "kernels": "Fused SiLU vs MindSpore's ops.silu and Sigmoid x Mul (fwd + bwd)",
+    "kernels": "effv2's fused SiLU, SE squeeze and gate, and batch norm (+ SiLU) vs MindSpore's operators (fwd + bwd)",
     "profile": "Where the B0 step's time goes with effv2's CPU kernels, the default (MindSpore's profiler)",
     "inference": "Inference (EfficientNetV2-S, 224 px): MindSpore graph, MINDIR, onnxruntime, PyTorch eager",
     "data": "Data pipeline (RRC + flip + RandAugment, 2 workers) vs training consumption (B0)",

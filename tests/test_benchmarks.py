@@ -92,15 +92,18 @@ def test_levers_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
 def test_kernels_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     payload = _bench("bench_kernels.py", tmp_path / "kernels.json", "--shapes", "8x4,16x8", "--repeats", "2")
     rows = payload["results"]
-    assert [(r["op"], r["implementation"]) for r in rows[:7]] == [
+    assert [(r["op"], r["implementation"]) for r in rows[:12]] == [
         ("SiLU", "ops.silu (MindSpore)"), ("SiLU", "Sigmoid x Mul (MindSpore)"), ("SiLU", "fused AOT kernel (effv2)"),
         ("SE squeeze", "ReduceMean (MindSpore)"), ("SE squeeze", "fused AOT kernel (effv2)"),
         ("SE gate", "Sigmoid x broadcast Mul (MindSpore)"), ("SE gate", "fused AOT kernel (effv2)"),
+        ("BN + SiLU", "BatchNorm + ops.silu (MindSpore)"), ("BN + SiLU", "BatchNorm + fused SiLU"),
+        ("BN + SiLU", "fused AOT kernels (effv2)"),
+        ("BN", "BatchNorm (MindSpore)"), ("BN", "fused AOT kernels (effv2)"),
     ]  # fmt: skip
-    assert len(rows) == 14 and all(r["median_s"] > 0 for r in rows)
-    baselines = [r["ratio_to_mindspore"] for r in rows if r["implementation"] in
-                 ("ops.silu (MindSpore)", "ReduceMean (MindSpore)", "Sigmoid x broadcast Mul (MindSpore)")]  # fmt: skip
-    assert baselines == [1.0] * 6
+    assert len(rows) == 24 and all(r["median_s"] > 0 for r in rows)
+    mindspore = ("ops.silu (MindSpore)", "ReduceMean (MindSpore)", "Sigmoid x broadcast Mul (MindSpore)",
+                 "BatchNorm + ops.silu (MindSpore)", "BatchNorm (MindSpore)")  # fmt: skip
+    assert [r["ratio_to_mindspore"] for r in rows if r["implementation"] in mindspore] == [1.0] * 10
 
 
 @pytest.mark.skipif(onednn_flags() is None, reason="no oneDNN headers (onednn-devel-cpu-gomp, in the base install)")
