@@ -1,6 +1,7 @@
-"""effv2's own CPU kernels (on CPU unless ``hardware.cpu_kernels=false``): the fused SiLU, the fused
-squeeze-and-excitation squeeze and gate, and the oneDNN depthwise and regular convolutions, each
-falling back to MindSpore's operators where it cannot be built."""
+"""effv2's own CPU kernels in the network (on CPU unless ``hardware.cpu_kernels=false``): the fused
+SiLU, the fused squeeze-and-excitation squeeze and gate, the fused batch norm (+ SiLU) while
+training, and the oneDNN depthwise and regular convolutions, each falling back to MindSpore's
+operators where it cannot be built. The optimizer's fused step is effv2.training.rmsprop_tf's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from effv2.models.fused_se import use_fused_se
 
 
 def use_cpu_kernels(net: nn.Cell) -> str:
-    """Switch ``net`` to the fastest SiLU, SE squeeze and gate, and convolutions this machine can build;
+    """Switch ``net`` to the fastest SiLU, SE squeeze and gate, batch norm and convolutions this machine can build;
     returns what it runs, for the log."""
     library = onednn_conv_library()
     if library is None:
