@@ -283,7 +283,7 @@ def test_conv_bn_act_with_the_fused_batch_norm_trains_and_evaluates_as_mindspore
         layer = ConvBNAct(8, 16, 3)
         layer.conv.weight.set_data(Tensor(weight))
         if fused:
-            assert use_fused_bn(layer) == "the fused batch norm in 1 layers (1 with their SiLU)"
+            assert use_fused_bn(layer) == "the fused batch norm in 1 layers (1 with their SiLU) at 16+ pixels"
         layer.set_train(True)
         step = ms.jit(ms.value_and_grad(_Weighted(layer), 0, layer.trainable_params()))
         for _ in range(2):
@@ -293,6 +293,23 @@ def test_conv_bn_act_with_the_fused_batch_norm_trains_and_evaluates_as_mindspore
                         layer.bn.moving_variance.asnumpy(), layer(x).asnumpy()])  # fmt: skip
     for expected, actual in zip(*results, strict=True):
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+@needs_compiler
+def test_below_16_pixels_the_layer_trains_through_mindspores_batch_norm() -> None:
+    """2x2 pixels (the demo's last stages at 32 px), where the fused kernel loses: the very output
+    of MindSpore's BatchNorm and SiLU, bit for bit."""
+    x = Tensor(np.random.default_rng(0).normal(0.5, 2, (4, 8, 2, 2)).astype(np.float32))
+    outputs = []
+    for fused in (False, True):
+        layer = ConvBNAct(8, 16, 1)
+        layer.conv.weight.set_data(Tensor(np.linspace(-0.3, 0.3, 16 * 8).astype(np.float32).reshape(16, 8, 1, 1)))
+        if fused:
+            use_fused_bn(layer)
+            assert layer.fused_bn is not None
+        layer.set_train(True)
+        outputs.append(layer(x).asnumpy())
+    np.testing.assert_array_equal(outputs[1], outputs[0])
 
 
 def _rmsprop(weight_decay: float) -> tuple[list[ms.Parameter], TFRMSProp]:
@@ -344,7 +361,8 @@ def test_network_with_cpu_kernels_matches_mindspore_ops() -> None:
     layers = [c for _, c in fused.cells_and_names() if isinstance(c, ConvBNAct)]
     assert use_cpu_kernels(fused) == (
         f"SiLU: the fused kernel in {activations} activations; SE: the fused squeeze and gate in 2 blocks; "
-        f"BN: the fused batch norm in {len(layers)} layers ({sum(c.has_act for c in layers)} with their SiLU); "
+        f"BN: the fused batch norm in {len(layers)} layers ({sum(c.has_act for c in layers)} with their SiLU) at "
+        "16+ pixels; "
         f"oneDNN in {replaced} depthwise and regular convolutions"
     )
     assert all(c.fused_bn is not None for c in layers)

@@ -5,7 +5,8 @@ normalised tensor is written, kept for the backward pass and read again by the S
 backward. On CPU (unless ``hardware.cpu_kernels=false``) :func:`use_fused_bn` switches every
 ConvBNAct of a network to AOT custom operators (``effv2/kernels/batchnorm_silu.cc``) while it
 trains: the forward writes only the activation, the backward recomputes the normalised value from
-the input and the batch's statistics. Evaluation and exported files keep MindSpore's operators.
+the input and the batch's statistics. Evaluation, exported files and layers of fewer than
+``FUSED_BN_MIN_PIXELS`` pixels per channel keep MindSpore's operators.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from effv2.kernels.build import kernel_library
-from effv2.models.blocks import ConvBNAct
+from effv2.models.blocks import FUSED_BN_MIN_PIXELS, ConvBNAct
 
 
 class FusedBatchNormAct(nn.Cell):
@@ -66,4 +67,4 @@ def use_fused_bn(net: nn.Cell) -> str:
             shared[key] = FusedBatchNormAct(str(library), *key)
         layer.fused_bn = shared[key]
     with_act = sum(layer.has_act for layer in layers)
-    return f"the fused batch norm in {len(layers)} layers ({with_act} with their SiLU)"
+    return f"the fused batch norm in {len(layers)} layers ({with_act} with their SiLU) at {FUSED_BN_MIN_PIXELS}+ pixels"
