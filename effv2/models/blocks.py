@@ -50,13 +50,16 @@ class ConvBNAct(nn.Cell):
         self.has_act = act
         # batch norm (+ SiLU) as fused CPU kernels while training (effv2.models.fused_bn), or None
         self.fused_bn: nn.Cell | None = None
+        # an attribute, not the module's name: MindSpore's amp rewrite (O1) re-parses construct
+        # outside this module, where module-level names are not visible
+        self.fused_bn_min_pixels = FUSED_BN_MIN_PIXELS
         self.kernel, self.stride, self.groups = kernel, stride, groups
         self.in_channels, self.out_channels = in_channels, out_channels
 
     def construct(self, x):
         x = self.conv(x)
         # shapes are static in a compiled graph: the branch is chosen once per input size
-        if self.fused_bn is not None and self.training and x.shape[2] * x.shape[3] >= FUSED_BN_MIN_PIXELS:
+        if self.fused_bn is not None and self.training and x.shape[2] * x.shape[3] >= self.fused_bn_min_pixels:
             bn = self.bn
             return self.fused_bn(x, bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)
         return self.act(self.bn(x))
