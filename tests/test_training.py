@@ -139,6 +139,35 @@ def test_fused_rmsprop_inside_the_train_step_equals_mindspores_operators_with_th
         np.testing.assert_array_equal(fused[name], expected, err_msg=name)
 
 
+@pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++ or $CXX): the fused RMSProp step cannot build")
+def test_an_overflowed_step_leaves_the_fused_rmsprop_state_untouched() -> None:
+    """The fused step runs inside the dynamic loss scale's skip branch: an overflow changes nothing
+    it writes in place (parameters, slots); the first finite step after the halvings moves them."""
+    net = EfficientNetV2(MICRO, num_classes=10)
+    init_weights(net, 0)
+    cfg = SimpleNamespace(name="rmsprop", lr=0.0, weight_decay=1e-5, decay=0.9, momentum=0.9, eps=1e-3)
+    optimizer = build_optimizer(cfg, net.trainable_params(), np.full(10, 0.05, np.float32))
+    assert use_fused_update(optimizer).startswith("the fused update over")
+    scale = SimpleNamespace(kind=SimpleNamespace(name="dynamic"), value=3.0e38, factor=2.0, window=1000)
+    step = TrainStep(net, net, SoftTargetCrossEntropy(), optimizer, clip_grad_norm=5.0, loss_scale=scale)
+    step.set_train(True)
+
+    def state():
+        return [p.asnumpy().copy() for p in (*net.trainable_params(), optimizer.mean_square, optimizer.moment)]
+
+    before = state()
+    _, finite = step(*_batch())
+    assert not bool(finite.asnumpy())
+    assert all(np.array_equal(a, b) for a, b in zip(before, state(), strict=True))
+    for _ in range(140):  # the scale halves from 3e38 until the loss fits
+        _, finite = step(*_batch())
+        if bool(finite.asnumpy()):
+            break
+    assert bool(finite.asnumpy())
+    after = state()
+    assert not np.array_equal(before[0], after[0]) and not np.array_equal(before[-2], after[-2])
+
+
 # ---- loss, mixing, EMA ------------------------------------------------------------------------
 def test_smoothed_targets_and_soft_cross_entropy() -> None:
     targets = smoothed_one_hot(np.array([2, 0]), 4, 0.1)
