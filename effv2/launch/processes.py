@@ -165,7 +165,10 @@ def _hung_rank(run_dir: Path, hw: HardwareConfig, timeout: int) -> str | None:
     # a local rank whose process still runs is waiting, not lost: name one that is gone (or on
     # another node, where this launcher cannot tell) when there is one over the timeout
     stale = {rank: since for rank, since in idle.items() if since > timeout}
-    gone = {rank: since for rank, since in stale.items() if not _running_here(run_dir, rank, hw)}
+    # a rank that stopped soon after the stalest one stopped too: a node lost a moment after its
+    # peer entered a collective is named, not the peer left waiting (it was over the timeout first)
+    stopped = {rank: since for rank, since in idle.items() if since > timeout / 2}
+    gone = {rank: since for rank, since in stopped.items() if not _running_here(run_dir, rank, hw)}
     rank = max(gone or stale, key=(gone or stale).get)
     log_file = run_dir / "ranks" / f"worker_{rank}.log"
     others = "; the other ranks wait for it in their collectives" if len(idle) > 1 else ""
