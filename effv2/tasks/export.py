@@ -31,10 +31,11 @@ def run(cfg: RunConfig, run_dir: Path) -> float:
     quantization = report.get("quantization")
     if quantization:
         log.info(
-            "INT8 on %d val images: top-1 %.2f (FP32 %.2f, drop %.2f, gate %.2f), top-5 %.2f (FP32 %.2f), "
-            "top-1 agreement %.3f; batch %d latency %.1f ms (FP32 %.1f ms)",
+            "INT8 on %d val images: top-1 %.2f (FP32 %.2f, drop %.2f, gate %.2f; %d images right only in FP32, "
+            "%d only in INT8), top-5 %.2f (FP32 %.2f), top-1 agreement %.3f; batch %d latency %.1f ms (FP32 %.1f ms)",
             quantization["val_images"], quantization["int8"]["top1"], quantization["fp32"]["top1"],
-            quantization["top1_drop"], quantization["max_top1_drop"], quantization["int8"]["top5"],
+            quantization["top1_drop"], quantization["max_top1_drop"], quantization["top1_lost"],
+            quantization["top1_gained"], quantization["int8"]["top5"],
             quantization["fp32"]["top5"], quantization["top1_agreement"], quantization["latency_batch"],
             quantization["int8_latency_ms"], quantization["fp32_latency_ms"],
         )  # fmt: skip
