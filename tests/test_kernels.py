@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import mindspore as ms
@@ -407,6 +409,32 @@ def test_kernel_build_is_cached_and_falls_back_without_a_compiler(tmp_path: Path
         assert kernel_library("silu") == built and built.stat().st_mtime_ns == stamp  # reused, not rebuilt
     finally:
         kernel_library.cache_clear()
+
+
+# in a fresh process (this one has loaded the libraries already): after each library loads, a
+# float32 denormal must survive a multiplication by one
+_DENORMAL_CHECK = """
+import ctypes, numpy as np
+from effv2.kernels.build import kernel_library, onednn_conv_library
+tiny = np.array([1e-39], np.float32)
+assert (tiny * np.float32(1))[0] != 0
+libraries = [kernel_library(n) for n in ("silu", "squeeze_excite", "batchnorm_silu")]
+libraries += [kernel_library("rmsprop", exact=True), onednn_conv_library()]
+for library in libraries[:4]:
+    assert library is not None
+for library in filter(None, libraries):
+    ctypes.CDLL(str(library))
+    assert (tiny * np.float32(1))[0] != 0, f"{library} set flush-to-zero / denormals-are-zero"
+"""
+
+
+@needs_compiler
+def test_loading_the_kernels_leaves_the_process_float_math_alone() -> None:
+    """A -ffast-math link adds crtfastmath.o, whose constructor turns on flush-to-zero and
+    denormals-are-zero for the whole process: MindSpore's operators and numpy would round every
+    denormal to zero once a kernel loads. Each library is linked without it."""
+    result = subprocess.run([sys.executable, "-c", _DENORMAL_CHECK], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_without_onednn_the_network_keeps_mindspores_convolutions(tmp_path: Path, monkeypatch, caplog) -> None:

@@ -23,11 +23,17 @@ from pathlib import Path
 from effv2.cache import cache_dir
 
 log = logging.getLogger(__name__)
-FLAGS = ("-O3", "-ffast-math", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c++17")
+# compile flags; -ffast-math also brings glibc's vector exp (libmvec, declared under __FAST_MATH__)
+FLAGS = ("-O3", "-ffast-math", "-march=native", "-fopenmp-simd", "-fPIC", "-std=c++17")
 # for kernels whose values must equal MindSpore's operators bit for bit: IEEE arithmetic in the
 # source's order and no fused multiply-adds (GCC contracts a * b + c into one by default); errno is
 # never read, so sqrt still vectorises
-EXACT_FLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=off", "-march=native", "-fPIC", "-shared", "-std=c++17")
+EXACT_FLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=off", "-march=native", "-fPIC", "-std=c++17")
+# the link is a step of its own, without -ffast-math: GCC (before 13) links crtfastmath.o into any
+# -ffast-math link, shared libraries too, and its constructor turns on flush-to-zero and
+# denormals-are-zero for the whole process when the library loads: MindSpore's operators and
+# numpy would then round every denormal to zero
+LINK_FLAGS = ("-shared",)
 
 
 def _cpu_flags() -> str:
@@ -82,23 +88,37 @@ def kernel_library(name: str, link: tuple[str, ...] = (), exact: bool = False) -
     source = resources.files("effv2.kernels").joinpath(f"{name}.cc").read_bytes()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
     flags = EXACT_FLAGS if exact else FLAGS
-    parts = [source, " ".join(flags + link).encode(), str(version).encode(), _cpu_flags().encode()]
+    recipe = " ".join((*flags, "-c", ";", *LINK_FLAGS, *link))
+    parts = [source, recipe.encode(), str(version).encode(), _cpu_flags().encode()]
     key = hashlib.sha256(b"\0".join(parts))
     target = cache_dir() / "kernels" / f"{name}-{key.hexdigest()[:16]}.so"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    source_file = target.with_suffix(".cc")
+    # every file of this build is this process's own until the renames: a rank building at the same
+    # moment never compiles a source another is still writing, nor loads half a library
+    partial = target.with_name(f".{target.stem}.{os.getpid()}.tmp")
+    source_file, objects, library = (partial.with_suffix(suffix) for suffix in (".cc", ".o", ".so"))
     source_file.write_bytes(source)
-    partial = target.with_name(f".{target.stem}.{os.getpid()}.tmp.so")
-    result = subprocess.run([cxx, *flags, str(source_file), *link, "-o", str(partial)], capture_output=True, text=True)
-    if result.returncode != 0:
-        first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:200])
-        log.warning("custom CPU kernels: %s failed to compile %s.cc (%s); MindSpore's own operators are used",
-                    Path(cxx).name, name, first)  # fmt: skip
-        partial.unlink(missing_ok=True)
-        return None
-    os.replace(partial, target)
+    includes = [flag for flag in link if flag.startswith("-I")]
+    steps = (
+        [cxx, *flags, *includes, "-c", str(source_file), "-o", str(objects)],
+        [cxx, *LINK_FLAGS, str(objects), *link, "-o", str(library)],
+    )
+    try:
+        for step in steps:
+            result = subprocess.run(step, capture_output=True, text=True)
+            if result.returncode != 0:
+                lines = result.stderr.splitlines()
+                first = next((line for line in lines if "error" in line), result.stderr.strip()[:200])
+                log.warning("custom CPU kernels: %s failed to build %s.cc (%s); MindSpore's own operators are used",
+                            Path(cxx).name, name, first)  # fmt: skip
+                return None
+        os.replace(library, target)
+        os.replace(source_file, target.with_suffix(".cc"))  # kept beside the library it was built from
+    finally:
+        for leftover in (source_file, objects, library):
+            leftover.unlink(missing_ok=True)
     log.info("custom CPU kernels: compiled %s.cc for this CPU into %s", name, target)
     return target
 
