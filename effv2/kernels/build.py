@@ -97,15 +97,15 @@ def kernel_library(name: str, link: tuple[str, ...] = (), exact: bool = False) -
     target.parent.mkdir(parents=True, exist_ok=True)
     # every file of this build is this process's own until the renames: a rank building at the same
     # moment never compiles a source another is still writing, nor loads half a library
-    partial = target.with_name(f".{target.stem}.{os.getpid()}.tmp")
+    partial = target.with_name(f".{target.stem}.{platform.node()}.{os.getpid()}.tmp")  # a shared home: hosts too
     source_file, objects, library = (partial.with_suffix(suffix) for suffix in (".cc", ".o", ".so"))
-    source_file.write_bytes(source)
     includes = [flag for flag in link if flag.startswith("-I")]
     steps = (
         [cxx, *flags, *includes, "-c", str(source_file), "-o", str(objects)],
         [cxx, *LINK_FLAGS, str(objects), *link, "-o", str(library)],
     )
     try:
+        source_file.write_bytes(source)
         for step in steps:
             result = subprocess.run(step, capture_output=True, text=True)
             if result.returncode != 0:
