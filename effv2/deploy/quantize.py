@@ -17,6 +17,7 @@ import contextlib
 import io
 import logging
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -73,12 +74,10 @@ def _keep_outputs_float(path: Path) -> int:
     model = onnx.load(str(path))
     graph = model.graph
     producer = {name: node for node in graph.node for name in node.output}
-    readers: dict[str, int] = {}
-    for name in [name for node in graph.node for name in node.input] + [output.name for output in graph.output]:
-        readers[name] = readers.get(name, 0) + 1
-    dropped: set[str] = set()
-    scales: set[str] = set()
-    freed = 0
+    readers = Counter([name for node in graph.node for name in node.input] + [out.name for out in graph.output])
+    quantized: set[str] = set()  # each dropped pair's int8 tensor, between its two nodes
+    renamed: set[str] = set()  # the float tensors the pairs read, now written as the outputs
+    scales: set[str] = set()  # the pairs' scales and zero points
     for output in graph.output:
         dequantize = producer.get(output.name)
         if dequantize is None or dequantize.op_type != "DequantizeLinear":
@@ -90,30 +89,27 @@ def _keep_outputs_float(path: Path) -> int:
         if source is None or readers[quantize.input[0]] != 1:
             continue  # the float value feeds other nodes too (or is the graph input): leave it
         source.output[list(source.output).index(quantize.input[0])] = output.name
-        dropped.update((quantize.input[0], quantize.output[0], dequantize.output[0]))
+        quantized.add(quantize.output[0])
+        renamed.add(quantize.input[0])
         scales.update((*quantize.input[1:], *dequantize.input[1:]))
-        freed += 1
-    if freed:
-        # a pair is known by the quantized tensor between its two nodes
-        pairs = {name for name in dropped if producer[name].op_type == "QuantizeLinear"}
+    if quantized:
 
         def in_a_pair(node: onnx.NodeProto) -> bool:
-            return (node.op_type == "QuantizeLinear" and node.output[0] in pairs) or (
-                node.op_type == "DequantizeLinear" and node.input[0] in pairs
+            return (node.op_type == "QuantizeLinear" and node.output[0] in quantized) or (
+                node.op_type == "DequantizeLinear" and node.input[0] in quantized
             )
 
         kept = [node for node in graph.node if not in_a_pair(node)]
         del graph.node[:]
         graph.node.extend(kept)
-        # the pairs' scales and zero points, unless something else reads them
         used = {name for node in kept for name in node.input} | {value.name for value in graph.input}
         for init in [init for init in graph.initializer if init.name in scales and init.name not in used]:
             graph.initializer.remove(init)
-        stale = dropped - {output.name for output in graph.output}  # shapes recorded for names now gone
+        stale = quantized | renamed  # shapes recorded for names no node writes any more
         for value in [value for value in graph.value_info if value.name in stale]:
             graph.value_info.remove(value)
         onnx.save(model, str(path))
-    return freed
+    return len(quantized)
 
 
 def quantize_int8(
